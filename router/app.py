@@ -1,0 +1,201 @@
+"""The router's ASGI app: a lean proxy hot path plus a few operational routes.
+
+Everything but ``/health``, ``/ready``, ``/metrics`` and ``/workers`` is proxied to a ready worker
+chosen by the policy. A request that cannot reach a worker (connection refused, connect timeout) or
+gets 502/503/504 before any byte went to the client is retried on a *different* worker; in-flight
+counts are released on every path, errors and client disconnects included.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from router.health import HealthChecker
+from router.metrics import RouterMetrics
+from router.policies import RequestInfo, create_policy
+from router.settings import RouterSettings
+from router.workers import Worker, WorkerPool
+from trainer_client.protocol import error_body
+
+log = logging.getLogger("genrm.router")
+
+# Connection-scoped headers are not forwarded (RFC 9110 §7.6.1); host and length are recomputed.
+_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+        b"transfer-encoding", b"upgrade", b"host", b"content-length"}
+_RETRY_STATUS = {502, 503, 504}
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.retry_after = status, message, param, retry_after
+
+
+class RouterApp:
+    def __init__(self, settings: RouterSettings):
+        self.settings = settings
+        self.pool = WorkerPool(settings.workers)
+        self.policy = create_policy(settings.policy)
+        self.metrics = RouterMetrics(self.pool)
+        self.client: httpx.AsyncClient | None = None
+        self.health: HealthChecker | None = None
+
+    # -- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        if scope["type"] != "http":
+            return None
+        path = scope["path"]
+        if scope["method"] == "GET" and path in ("/health", "/ready", "/metrics", "/workers"):
+            return await self._ops(path, send)
+        try:
+            await self._proxy(scope, receive, send)
+        except _Reject as r:
+            headers = [(b"retry-after", str(r.retry_after).encode())] if r.retry_after else []
+            await _send_json(send, r.status, error_body(r.status, r.message, param=r.param), headers)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def start(self) -> None:
+        s = self.settings
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(s.request_timeout_s, connect=s.connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
+        )
+        self.health = HealthChecker(self.pool, self.client, s.health_interval_s, s.health_timeout_s)
+        await self.health.start()
+        ready = sum(w.ready for w in self.pool.workers)
+        log.info("router up: %d workers (%d ready), policy %s", len(self.pool.workers), ready, s.policy)
+
+    async def stop(self) -> None:
+        if self.health:
+            await self.health.stop()
+        if self.client:
+            await self.client.aclose()
+
+    # -- operational routes -------------------------------------------------------------------
+
+    async def _ops(self, path: str, send: Any) -> None:
+        if path == "/health":
+            return await _send_json(send, 200, {"status": "ok"})
+        if path == "/metrics":
+            body = self.metrics.render()
+            return await _send(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+        if path == "/workers":
+            workers = [{"url": w.url, "ready": w.ready, "in_flight": w.in_flight, "failures": w.failures}
+                       for w in self.pool.workers]
+            return await _send_json(send, 200, {"policy": self.policy.name, "workers": workers})
+        ready = len(self.pool.ready())
+        if ready:
+            return await _send_json(send, 200, {"status": "ready", "ready_workers": ready})
+        return await _send_json(send, 503, error_body(503, "no worker is ready"))
+
+    # -- proxy --------------------------------------------------------------------------------
+
+    async def _proxy(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = await self._read_body(scope, receive)
+        headers = [(k, v) for k, v in scope["headers"] if k not in _HOP]
+        target = scope["path"] + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
+        info = RequestInfo(scope["path"], body, {k.decode(): v.decode("latin-1") for k, v in headers})
+        start = time.perf_counter()
+        worker, resp = await self._open(scope["method"], target, headers, body, info)
+        status = resp.status_code
+        try:
+            out_headers = [(k, v) for k, v in resp.headers.raw if k.lower() not in _HOP - {b"content-length"}]
+            await send({"type": "http.response.start", "status": status, "headers": out_headers})
+            async for chunk in resp.aiter_raw():  # streamed through unbuffered (SSE included)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except httpx.HTTPError as exc:  # upstream died mid-body: nothing can be retried now
+            log.warning("upstream %s failed mid-response: %r", worker.url, exc)
+            worker.mark_failed()
+            status = 502
+        finally:
+            await resp.aclose()
+            worker.in_flight -= 1
+            self.metrics.requests.labels(status=str(status), worker=worker.url).inc()
+            self.metrics.latency.observe(time.perf_counter() - start)
+
+    async def _open(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, info: RequestInfo
+    ) -> tuple[Worker, httpx.Response]:
+        """Send to a worker, failing over to untried ones; the caller owns the worker's in-flight slot."""
+        assert self.client is not None
+        tried: set[Worker] = set()
+        last_error = "no worker is ready"
+        for attempt in range(self.settings.max_attempts):
+            candidates = self.pool.ready(exclude=tried)
+            if not candidates:
+                break
+            if attempt:
+                self.metrics.retries.inc()
+            worker = self.policy.select(candidates, info)
+            tried.add(worker)
+            worker.in_flight += 1
+            request = self.client.build_request(method, worker.url + target, headers=headers, content=body)
+            try:
+                resp = await self.client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                worker.in_flight -= 1
+                worker.mark_failed()
+                last_error = f"worker {worker.url} unreachable: {exc!r}"
+                log.warning("%s; trying another worker", last_error)
+                continue
+            except BaseException:
+                worker.in_flight -= 1
+                raise
+            last = attempt == self.settings.max_attempts - 1 or not self.pool.ready(exclude=tried)
+            if resp.status_code in _RETRY_STATUS and not last:
+                await resp.aclose()
+                worker.in_flight -= 1
+                last_error = f"worker {worker.url} answered {resp.status_code}"
+                continue
+            worker.mark_ok()
+            return worker, resp
+        self.metrics.no_worker.inc()
+        raise _Reject(503, f"no worker could take the request ({last_error})", retry_after=1)
+
+    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
+        limit = self.settings.max_body_bytes
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Reject(499, "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _Reject(413, f"request body exceeds the limit of {limit} bytes (max_body_bytes)", "body")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+async def _send(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Any, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await _send(send, status, json.dumps(payload).encode(), [(b"content-type", b"application/json"), *(headers or [])])
+
+
+def create_app(settings: RouterSettings) -> RouterApp:
+    return RouterApp(settings)

@@ -1,0 +1,21 @@
+"""Fewest requests in flight wins; ties rotate so idle workers share sequential traffic."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from router.policies.base import Policy, RequestInfo
+from router.workers import Worker
+
+
+class LeastOutstanding(Policy):
+    name = "least_outstanding"
+
+    def __init__(self) -> None:
+        self._turn = itertools.count()
+
+    def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
+        low = min(w.in_flight for w in workers)
+        tied = [w for w in workers if w.in_flight == low]
+        return tied[next(self._turn) % len(tied)]

@@ -1,0 +1,181 @@
+"""The ``genrm`` command: serve a GenRM model, run the router, start a local stack, make a tiny model.
+
+Every setting of ``serve`` and ``route`` is a flag, a ``GENRM_SERVER_*`` / ``GENRM_ROUTER_*``
+environment variable, or a key of the ``server:`` / ``router:`` section of a YAML file (``--config``),
+in that order of precedence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from services.settings_io import SettingsError, add_settings_arguments, overrides_from_args
+
+EPILOG = """examples:
+  genrm up --replicas 2                       # tiny model, 2 servers + router on loopback
+  genrm up --replicas 4 --model /models/FAPO-GenRM-4B --port 9000
+  genrm serve --model ./tiny --port 8001
+  genrm serve --engine openai --upstream-url http://127.0.0.1:8000/v1
+  genrm route --workers http://127.0.0.1:8001 http://127.0.0.1:8002 --port 9000
+  genrm demo                                  # start a stack, send a demo batch, print a table
+"""
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", default=os.environ.get("GENRM_CONFIG"),
+                   help="YAML file with `server:` / `router:` sections (env: GENRM_CONFIG).")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.genrm_server.app import create_app
+    from services.genrm_server.settings import ServerSettings
+
+    settings = ServerSettings.load(args.config, **overrides_from_args(args, ServerSettings))
+    _setup_logging(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=settings.log_level == "debug", timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from router.app import create_app
+    from router.settings import RouterSettings
+
+    settings = RouterSettings.load(args.config, **overrides_from_args(args, RouterSettings))
+    if not settings.workers:
+        raise SettingsError("invalid setting 'workers' (--workers, GENRM_ROUTER_WORKERS): at least one worker URL")
+    _setup_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=settings.log_level == "debug", timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from services.local_stack import LocalStack, StackError, run_forever
+
+    _setup_logging(args.log_level)
+    server_args = ["--engine", args.engine] if args.engine else []
+    if args.upstream_url:
+        server_args += ["--upstream-url", args.upstream_url]
+    stack = LocalStack(
+        args.replicas, args.model, host=args.host, router_port=args.port, config_file=args.config,
+        server_args=server_args, router_args=["--policy", args.policy] if args.policy else [],
+        ready_timeout_s=args.ready_timeout,
+    )
+    if args.model is None:
+        logging.getLogger("genrm.up").warning(
+            "no --model given: using the embedded tiny random-weight model; its judgments are meaningless"
+        )
+    try:
+        return run_forever(stack)
+    except StackError as exc:
+        print(f"genrm up: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from services.tiny_model import WARNING, write_tiny_model
+
+    out = Path(args.dir)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise SettingsError(f"{out} exists and is not empty (use --force to overwrite)")
+    write_tiny_model(out, seed=args.seed)
+    print(f"wrote {out} ({WARNING})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.demo import run_demo
+
+    _setup_logging("warning")
+    return run_demo(replicas=args.replicas, model=args.model, requests=args.requests, max_tokens=args.max_tokens)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from router.settings import RouterSettings
+    from services.genrm_server.settings import ServerSettings
+
+    parser = argparse.ArgumentParser(
+        prog="genrm", description="genrm-platform: serve generative reward models (LLM judges) to RL trainers.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="Run one GenRM model server (OpenAI API, /health, /ready, /metrics).",
+                       description="Run one GenRM model server replica.")
+    _config_arg(p)
+    add_settings_arguments(p, ServerSettings)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("route", help="Run the router in front of GenRM servers.",
+                       description="Run the load-balancing router over a static worker list.")
+    _config_arg(p)
+    add_settings_arguments(p, RouterSettings)
+    p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser(
+        "up", help="Start N servers and a router on loopback; Ctrl-C stops all.",
+        description="Start N GenRM servers and a router as child processes on 127.0.0.1, wait until all are "
+        "ready, print 'router ready: URL', and stop everything on Ctrl-C/SIGTERM or when a child dies.",
+    )
+    p.add_argument("--replicas", type=int, default=2, help="GenRM server processes [default: 2].")
+    p.add_argument("--model", default=None,
+                   help="Local model directory; default: the embedded tiny random model (meaningless judgments).")
+    p.add_argument("--port", type=int, default=0, help="Router port [default: a free port].")
+    p.add_argument("--host", default="127.0.0.1", help="Address for all processes [default: 127.0.0.1].")
+    p.add_argument("--engine", choices=["transformers", "openai", "vllm"], default=None,
+                   help="Server engine [default: transformers].")
+    p.add_argument("--upstream-url", default=None, help="openai engine: upstream base URL.")
+    p.add_argument("--policy", default=None, help="Router policy [default: least_outstanding].")
+    p.add_argument("--ready-timeout", type=float, default=300.0, help="Seconds to wait for readiness.")
+    p.add_argument("--log-level", default="info", help="Log level of `up` itself.")
+    _config_arg(p)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("tiny-model", help="Write a tiny random-weight model + offline tokenizer to DIR.",
+                       description="Write a small Llama-architecture causal LM with random weights and a "
+                       "tokenizer trained offline (ChatML chat template). Loads with from_pretrained. Its "
+                       "outputs are meaningless; it exists so everything runs without a download or a GPU.")
+    p.add_argument("dir", help="Output directory.")
+    p.add_argument("--seed", type=int, default=0, help="Weight initialisation seed [default: 0].")
+    p.add_argument("--force", action="store_true", help="Write into a non-empty directory.")
+    p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("demo", help="Start a local stack, send a demo batch of judge calls, print a table.")
+    p.add_argument("--replicas", type=int, default=2, help="GenRM servers [default: 2].")
+    p.add_argument("--model", default=None, help="Local model directory [default: the tiny model].")
+    p.add_argument("--requests", type=int, default=16, help="Judge calls to send [default: 16].")
+    p.add_argument("--max-tokens", type=int, default=48, help="Tokens per judge answer [default: 48].")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"genrm {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""In-process transformers engine with dynamic batching (CPU or CUDA).
+
+Concurrent sequences are gathered (``max_batch_size``, ``max_wait_ms``) into one left-padded batch
+and decoded step by step with a shared KV cache on a dedicated compute thread, so the event loop never
+waits on the model. Each sequence keeps its own max_tokens, stop strings and sampling settings;
+finished or abandoned sequences are pruned from the batch (and its KV cache) at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.genrm_server.engines.base import (
+    Delta,
+    Engine,
+    EngineInputError,
+    EngineUnavailable,
+    GenerationInput,
+    SamplingParams,
+)
+from services.genrm_server.engines.detokenizer import IncrementalDetokenizer
+from services.genrm_server.settings import ServerSettings
+
+log = logging.getLogger("genrm.engine.transformers")
+
+
+@dataclass(eq=False)
+class _Sequence:
+    """One sequence's state; written by the compute thread, read by the event loop via ``out``."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_tokens: int
+    out: asyncio.Queue[Delta]
+    detok: IncrementalDetokenizer
+    generator: Any = None  # torch.Generator when a seed is given
+    generated: int = 0
+    cancelled: bool = False  # set by the event loop when the client goes away
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+class TransformersEngine(Engine):
+    def __init__(self, settings: ServerSettings):
+        super().__init__()
+        self.settings = settings
+        self.model_root = settings.model
+        self.model_name = settings.served_model_name or _dir_name(settings.model)
+        self._ready = False
+        self._waiting: collections.deque[_Sequence] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._running = 0
+        self._stopping = False
+        self._scheduler: asyncio.Task | None = None
+        # One thread owns the model: torch releases the GIL inside kernels, the loop stays free.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="genrm-compute")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._loop.run_in_executor(self._executor, self._load)
+        self._scheduler = asyncio.create_task(self._schedule(), name="genrm-batch-scheduler")
+        self._ready = True
+
+    async def stop(self) -> None:
+        self._ready = False
+        self._stopping = True
+        if self._scheduler:
+            self._scheduler.cancel()
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+        while self._waiting:
+            seq = self._waiting.popleft()
+            seq.out.put_nowait(Delta("", finish_reason="abort"))
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def num_running(self) -> int:
+        return self._running
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        s = self.settings
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
+            s.dtype, torch.bfloat16 if device == "cuda" else torch.float32
+        )
+        t0 = time.perf_counter()
+        # local_files_only: a model hub is never contacted, at test time or in production.
+        self.tokenizer = AutoTokenizer.from_pretrained(s.model, local_files_only=True)
+        # A second instance for the compute thread: fast tokenizers must not be shared across threads.
+        self._detok_tokenizer = AutoTokenizer.from_pretrained(s.model, local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(s.model, dtype=dtype, local_files_only=True)
+        self.model.to(device).eval()
+        self.device = torch.device(device)
+        cfg = self.model.config
+        self.max_model_len = s.max_model_len or getattr(cfg, "max_position_embeddings", None) or 2048
+        try:
+            gen_cfg = GenerationConfig.from_pretrained(s.model, local_files_only=True)
+        except OSError:
+            gen_cfg = GenerationConfig()
+        eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.tokenizer.eos_token_id
+        self.eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
+        # Like vLLM, unset sampling fields fall back to the model's generation_config.
+        self.default_temperature = float(gen_cfg.temperature) if gen_cfg.do_sample else 1.0
+        self.default_top_p = float(gen_cfg.top_p or 1.0) if gen_cfg.do_sample else 1.0
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = next(iter(self.eos_ids), 0)
+        log.info(
+            "loaded %s from %s on %s (%s) in %.1fs; context %d tokens",
+            self.model_name, s.model, device, dtype, time.perf_counter() - t0, self.max_model_len,
+        )
+
+    # -- request path (event loop) ------------------------------------------------------------
+
+    def _encode(self, inp: GenerationInput) -> list[int]:
+        if inp.messages is not None:
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise EngineInputError(
+                    f"model '{self.model_name}' has no chat template; use /v1/completions", param="messages"
+                )
+            text = self.tokenizer.apply_chat_template(
+                inp.messages, tokenize=False, add_generation_prompt=inp.add_generation_prompt
+            )
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode(inp.prompt or "", add_special_tokens=True)
+
+    async def generate(self, inp: GenerationInput, params: SamplingParams) -> AsyncIterator[Delta]:
+        if not self._ready:
+            raise EngineUnavailable("model is not loaded yet")
+        prompt_ids = self._encode(inp)
+        param = "messages" if inp.messages is not None else "prompt"
+        if not prompt_ids:
+            raise EngineInputError("prompt is empty after tokenization", param=param)
+        room = self.max_model_len - len(prompt_ids)
+        if room <= 0:
+            raise EngineInputError(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, your "
+                f"prompt has {len(prompt_ids)} tokens; shorten the {param}.",
+                param=param,
+            )
+        if params.max_tokens is not None and params.max_tokens > room:
+            raise EngineInputError(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+                f"requested {len(prompt_ids) + params.max_tokens} tokens ({len(prompt_ids)} in the "
+                f"{param}, {params.max_tokens} in the completion). Reduce max_tokens or the {param}.",
+                param="max_tokens",
+            )
+        seq = _Sequence(
+            prompt_ids=prompt_ids,
+            params=params,
+            max_tokens=params.max_tokens or room,
+            out=asyncio.Queue(),
+            detok=IncrementalDetokenizer(self._detok_tokenizer, params.stop),
+        )
+        if params.seed is not None:
+            import torch
+
+            seq.generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        self._waiting.append(seq)
+        self._wakeup.set()
+        try:
+            while True:
+                delta = await seq.out.get()
+                if delta.finish_reason is not None:
+                    delta.prompt_tokens = len(prompt_ids)
+                    delta.completion_tokens = seq.generated
+                    yield delta
+                    return
+                yield delta
+        finally:
+            # Client gone or iterator closed: the compute thread drops the row at its next step.
+            seq.cancelled = True
+
+    async def _schedule(self) -> None:
+        """Gather waiting sequences into batches and run them one after another."""
+        loop = asyncio.get_running_loop()
+        max_bs, max_wait = self.settings.max_batch_size, self.settings.max_wait_ms / 1000
+        while True:
+            while not self._waiting:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            deadline = loop.time() + max_wait
+            while len(self._waiting) < max_bs and (left := deadline - loop.time()) > 0:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), left)
+                except asyncio.TimeoutError:
+                    break
+            batch: list[_Sequence] = []
+            while self._waiting and len(batch) < max_bs:
+                seq = self._waiting.popleft()
+                if not seq.cancelled:
+                    batch.append(seq)
+            if not batch:
+                continue
+            self._running = len(batch)
+            if self.on_batch:
+                self.on_batch(len(batch))
+            try:
+                await loop.run_in_executor(self._executor, self._run_batch, batch)
+            except Exception as exc:  # a model error fails this batch, never the server
+                log.exception("batch of %d failed", len(batch))
+                for seq in batch:
+                    seq.out.put_nowait(Delta("", finish_reason="abort", stop_reason=f"engine error: {exc}"))
+            finally:
+                self._running = 0
+
+    # -- compute thread -------------------------------------------------------------------------
+
+    def _emit(self, items: list[tuple[_Sequence, Delta]]) -> None:
+        """Hand one step's deltas to the event loop in a single thread-safe callback."""
+        assert self._loop is not None
+
+        def deliver() -> None:
+            for seq, delta in items:
+                seq.out.put_nowait(delta)
+
+        self._loop.call_soon_threadsafe(deliver)
+
+    def _run_batch(self, seqs: list[_Sequence]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        with torch.inference_mode():
+            dev = self.device
+            width = max(len(s.prompt_ids) for s in seqs)
+            ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for i, s in enumerate(seqs):  # left padding: every row's last token is at column -1
+                ids[i, width - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
+                mask[i, width - len(s.prompt_ids):] = 1
+            ids, mask = ids.to(dev), mask.to(dev)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = DynamicCache()
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            ).logits[:, -1, :]
+            next_pos = positions[:, -1] + 1
+            active = list(seqs)
+            while True:
+                tokens = self._sample(logits, active).tolist()
+                keep: list[int] = []
+                emitted: list[tuple[_Sequence, Delta]] = []
+                for row, (seq, tok) in enumerate(zip(active, tokens, strict=True)):
+                    delta = self._advance(seq, tok)
+                    if delta is not None:
+                        emitted.append((seq, delta))
+                    if delta is None or delta.finish_reason is None:
+                        keep.append(row)
+                if emitted:
+                    self._emit(emitted)
+                if not keep:
+                    return
+                if len(keep) < len(active):  # prune finished rows from the batch and the KV cache
+                    index = torch.tensor(keep, device=dev)
+                    active = [active[i] for i in keep]
+                    tokens = [tokens[i] for i in keep]
+                    mask, next_pos = mask[index], next_pos[index]
+                    cache.batch_select_indices(index)
+                self._running = len(active)
+                step = torch.tensor(tokens, device=dev).unsqueeze(1)
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                logits = self.model(
+                    input_ids=step,
+                    attention_mask=mask,
+                    position_ids=next_pos.unsqueeze(1),
+                    past_key_values=cache,
+                    use_cache=True,
+                ).logits[:, -1, :]
+                next_pos = next_pos + 1
+
+    def _advance(self, seq: _Sequence, token: int) -> Delta | None:
+        """Record one sampled token; return the delta to send (``None``: nothing new yet)."""
+        if seq.cancelled or self._stopping:
+            return Delta("", finish_reason="abort")
+        seq.generated += 1
+        is_eos = token in self.eos_ids and not seq.params.ignore_eos
+        if is_eos:
+            return Delta(seq.detok.flush(), finish_reason="stop", stop_reason=None)
+        text, stop = seq.detok.add(token)
+        if stop is not None:
+            return Delta(text, finish_reason="stop", stop_reason=stop)
+        if seq.generated >= seq.max_tokens:
+            return Delta(text + seq.detok.flush(), finish_reason="length")
+        return Delta(text) if text else None
+
+    def _sample(self, logits: Any, seqs: list[_Sequence]) -> Any:
+        import torch
+
+        logits = logits.float()
+        for row, seq in enumerate(seqs):  # min_tokens: EOS is not allowed yet
+            if seq.generated < seq.params.min_tokens and self.eos_ids:
+                logits[row, list(self.eos_ids)] = float("-inf")
+        temps = [self._temperature(s) for s in seqs]
+        greedy = logits.argmax(dim=-1)
+        if all(t == 0 for t in temps):
+            return greedy
+        t = torch.tensor([max(x, 1e-5) for x in temps], device=logits.device).unsqueeze(1)
+        probs = torch.softmax(logits / t, dim=-1)
+        top_ps = [self.default_top_p if s.params.top_p is None else s.params.top_p for s in seqs]
+        if any(p < 1.0 for p in top_ps):
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            limit = torch.tensor(top_ps, device=logits.device).unsqueeze(1)
+            drop = (sorted_p.cumsum(-1) - sorted_p) > limit  # keep the smallest set reaching top_p
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        sampled = torch.multinomial(probs, 1).squeeze(1)
+        for row, seq in enumerate(seqs):  # seeded rows draw from their own generator: reproducible
+            if seq.generator is not None and temps[row] > 0:
+                sampled[row] = torch.multinomial(probs[row], 1, generator=seq.generator)[0]
+        is_greedy = torch.tensor([x == 0 for x in temps], device=logits.device)
+        return torch.where(is_greedy, greedy, sampled)
+
+    def _temperature(self, seq: _Sequence) -> float:
+        t = seq.params.temperature
+        return self.default_temperature if t is None else t
+
+
+def _dir_name(path: str | None) -> str:
+    from pathlib import Path
+
+    return Path(path).resolve().name if path else "model"
+

@@ -1,0 +1,123 @@
+"""In-process vLLM engine (``AsyncLLM``, the V1 engine) for GPU production.
+
+vllm is imported only when this engine starts, so nothing else in the platform needs it installed.
+Continuous batching, prefix caching and CUDA graphs are vLLM's; this module only maps our
+interface onto ``AsyncLLM.generate`` in DELTA mode and aborts requests whose client is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from services.genrm_server.engines.base import (
+    Delta,
+    Engine,
+    EngineInputError,
+    EngineUnavailable,
+    GenerationInput,
+    SamplingParams,
+)
+from services.genrm_server.settings import ServerSettings
+
+log = logging.getLogger("genrm.engine.vllm")
+
+
+class VLLMEngine(Engine):
+    def __init__(self, settings: ServerSettings):
+        super().__init__()
+        from pathlib import Path
+
+        self.settings = settings
+        self.model_root = settings.model
+        self.model_name = settings.served_model_name or Path(str(settings.model)).resolve().name
+        self._llm: Any = None
+        self._in_flight = 0
+
+    async def start(self) -> None:
+        try:
+            from transformers import AutoTokenizer
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise RuntimeError(
+                "engine 'vllm' needs vllm installed (pip install 'genrm-platform[vllm]') and a GPU"
+            ) from exc
+        s = self.settings
+        args = AsyncEngineArgs(
+            model=s.model,
+            served_model_name=[self.model_name],
+            dtype=s.dtype,
+            max_model_len=s.max_model_len,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            enable_prefix_caching=s.enable_prefix_caching,
+            max_num_seqs=s.max_batch_size,
+        )
+        self._llm = AsyncLLM.from_engine_args(args)
+        self.tokenizer = AutoTokenizer.from_pretrained(s.model, local_files_only=True)
+        self.max_model_len = self._llm.model_config.max_model_len
+
+    async def stop(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    @property
+    def ready(self) -> bool:
+        return self._llm is not None and not getattr(self._llm, "errored", False)
+
+    @property
+    def num_running(self) -> int:
+        return self._in_flight
+
+    async def generate(self, inp: GenerationInput, params: SamplingParams) -> AsyncIterator[Delta]:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        if not self.ready:
+            raise EngineUnavailable("vLLM engine is not running")
+        if inp.messages is not None:
+            prompt = self.tokenizer.apply_chat_template(
+                inp.messages, tokenize=False, add_generation_prompt=inp.add_generation_prompt
+            )
+        else:
+            prompt = inp.prompt or ""
+        kwargs: dict[str, Any] = {
+            "max_tokens": params.max_tokens,
+            "stop": params.stop or None,
+            "seed": params.seed,
+            "ignore_eos": params.ignore_eos,
+            "min_tokens": params.min_tokens,
+            "output_kind": RequestOutputKind.DELTA,
+        }
+        if params.temperature is not None:
+            kwargs["temperature"] = params.temperature
+        if params.top_p is not None:
+            kwargs["top_p"] = params.top_p
+        request_id = secrets.token_hex(8)
+        generated = 0
+        self._in_flight += 1
+        try:
+            stream = self._llm.generate(prompt, VSamplingParams(**kwargs), request_id)
+            async for out in stream:
+                piece = out.outputs[0]
+                generated += len(piece.token_ids)
+                if out.finished:
+                    yield Delta(
+                        piece.text,
+                        finish_reason=piece.finish_reason,
+                        stop_reason=piece.stop_reason,
+                        prompt_tokens=len(out.prompt_token_ids or []),
+                        completion_tokens=generated,
+                    )
+                    return
+                if piece.text:
+                    yield Delta(piece.text)
+        except ValueError as exc:  # vLLM's input validation (context length, ...)
+            raise EngineInputError(str(exc), param="messages" if inp.messages else "prompt") from exc
+        finally:
+            self._in_flight -= 1
+            if self._llm is not None:
+                await self._llm.abort(request_id)  # no-op when finished; frees the slot otherwise

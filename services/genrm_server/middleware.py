@@ -1,0 +1,85 @@
+"""ASGI middleware of the GenRM server: body-size limit and per-route request metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from trainer_client.protocol import error_body
+
+Scope = dict[str, Any]
+
+
+async def send_error(send: Any, status: int, message: str, param: str | None = None) -> None:
+    body = json.dumps(error_body(status, message, param=param)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodySizeLimit:
+    """Answer 413 for bodies over ``max_bytes`` (declared or streamed) before any parsing happens.
+
+    The body is buffered (the handlers parse all of it anyway) and replayed; later ``receive`` calls
+    go to the server, so disconnect detection still works.
+    """
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await send_error(send, 413, f"request body of {int(declared)} bytes exceeds the limit of "
+                                    f"{self.max_bytes} bytes (max_body_bytes)", "body")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await send_error(send, 413, f"request body exceeds the limit of {self.max_bytes} bytes "
+                                        "(max_body_bytes)", "body")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+class RequestMetrics:
+    """Count requests and time them by route (known paths only, so labels stay bounded)."""
+
+    def __init__(self, app: Any, metrics: Any, routes: set[str]):
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in self.routes else "other"
+        status = 500
+        start = time.perf_counter()
+
+        async def send_and_record(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.requests.labels(route=route, status=str(status)).inc()
+            self.metrics.latency.labels(route=route).observe(time.perf_counter() - start)

@@ -1,0 +1,59 @@
+"""Settings of one GenRM server replica (flags, ``GENRM_SERVER_*`` env, ``server:`` YAML section)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.settings_io import ComponentSettings
+
+
+class ServerSettings(ComponentSettings):
+    model_config = SettingsConfigDict(env_prefix="GENRM_SERVER_", extra="forbid")
+    yaml_section: ClassVar[str] = "server"
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 = any free port).")
+    engine: Literal["transformers", "openai", "vllm"] = Field(
+        "transformers", description="How text is generated: in-process transformers, an upstream, or vLLM."
+    )
+    model: str | None = Field(
+        None, description="Local model directory (transformers/vllm engines). Nothing is downloaded."
+    )
+    served_model_name: str | None = Field(
+        None, description="Name clients use in `model`; default: the directory name or upstream's model."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device for the transformers engine.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype (auto: bfloat16 on CUDA, float32 on CPU)."
+    )
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Dynamic batching: sequences per batch at most.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, le=10_000, description="Dynamic batching: how long to gather requests before a batch starts."
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="Context length (prompt + output); default: the model's own."
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Request bodies larger than this get 413.")
+    upstream_url: str | None = Field(
+        None, description="openai engine: base URL of an OpenAI-compatible server, e.g. http://host:8000/v1."
+    )
+    upstream_api_key: str | None = Field(None, description="openai engine: API key sent to the upstream.")
+    upstream_model: str | None = Field(
+        None, description="openai engine: model name at the upstream; default: its first listed model."
+    )
+    upstream_timeout_s: float = Field(600.0, gt=0, description="openai engine: per-request timeout.")
+    upstream_max_connections: int = Field(256, ge=1, description="openai engine: pooled connections.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm engine: share of GPU memory.")
+    enable_prefix_caching: bool = Field(True, description="vllm engine: automatic prefix caching.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+
+    @model_validator(mode="after")
+    def _engine_needs(self) -> ServerSettings:
+        if self.engine in ("transformers", "vllm") and not self.model:
+            raise ValueError(f"engine '{self.engine}' needs `model` (a local model directory)")
+        if self.engine == "openai" and not self.upstream_url:
+            raise ValueError("engine 'openai' needs `upstream_url`")
+        return self
