@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from router.policies import POLICIES
 from services.settings_io import ComponentSettings
@@ -17,7 +18,8 @@ class RouterSettings(ComponentSettings):
 
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(9000, ge=0, le=65535, description="Port to bind.")
-    workers: list[str] = Field(
+    # NoDecode: the env value is parsed by ``_split`` (JSON list or comma-separated), not as JSON only.
+    workers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Worker base URLs, e.g. http://127.0.0.1:8001 (env: a JSON list or comma-separated).",
     )
@@ -33,7 +35,9 @@ class RouterSettings(ComponentSettings):
     @field_validator("workers", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        return [w.strip() for w in v.split(",") if w.strip()] if isinstance(v, str) else v
+        if isinstance(v, str):
+            return json.loads(v) if v.lstrip().startswith("[") else [w.strip() for w in v.split(",") if w.strip()]
+        return v
 
     @field_validator("workers")
     @classmethod

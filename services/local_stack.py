@@ -64,6 +64,24 @@ class Child:
     log_path: Path | None = None
     log_file: IO[bytes] | None = field(default=None, repr=False)
 
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self, timeout_s: float) -> None:
+        try:
+            self.process.wait(max(0.1, timeout_s))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in time; killing it", self.name)
+            self.process.kill()
+            self.process.wait()
+        if self.log_file:
+            self.log_file.close()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self.terminate()
+        self.wait_or_kill(timeout_s)
+
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
@@ -72,6 +90,39 @@ class Child:
 
 class StackError(RuntimeError):
     pass
+
+
+def spawn(name: str, url: str, args: list[str], *, config_file: str | Path | None = None,
+          log_dir: Path | None = None) -> Child:
+    """Start ``python -m services.cli ARGS`` as a child that dies with this process."""
+    cmd = [sys.executable, "-m", "services.cli", *args]
+    if config_file:
+        cmd += ["--config", str(config_file)]
+    log_path = log_file = None
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}.log"
+        log_file = open(log_path, "wb")  # noqa: SIM115 - closed by Child.stop
+    # Own session: a terminal's Ctrl-C reaches only the parent, which then stops children in order.
+    process = subprocess.Popen(
+        cmd, stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
+        start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+    log.info("started %s (pid %d): %s", name, process.pid, url)
+    return Child(name, url, process, log_path, log_file)
+
+
+def wait_ready(child: Child, deadline: float) -> None:
+    """Poll ``/ready`` until 200; fail fast (with the log tail) if the child exits first."""
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            tail = f"; last log lines:\n{child.log_tail()}" if child.log_path else ""
+            raise StackError(f"{child.name} exited with code {child.process.returncode} before it was ready{tail}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(child.url + "/ready", timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise StackError(f"{child.name} at {child.url} not ready in time")
 
 
 class LocalStack:
@@ -118,44 +169,19 @@ class LocalStack:
                 self.servers.append(self._spawn(f"server-{i}", f"http://{self.host}:{port}", args))
             deadline = time.monotonic() + self.ready_timeout_s
             for server in self.servers:
-                self._wait_ready(server, deadline)
+                wait_ready(server, deadline)
             workers = [s.url for s in self.servers]
             args = ["route", "--host", self.host, "--port", str(self.router_port), "--workers", *workers,
                     *self.router_args]
             self.router = self._spawn("router", self.url, args)
-            self._wait_ready(self.router, deadline)
+            wait_ready(self.router, deadline)
         except BaseException:
             self.stop()
             raise
         return self.url
 
     def _spawn(self, name: str, url: str, args: list[str]) -> Child:
-        cmd = [sys.executable, "-m", "services.cli", *args]
-        if self.config_file:
-            cmd += ["--config", str(self.config_file)]
-        log_path = log_file = None
-        if self.log_dir:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            log_path = self.log_dir / f"{name}.log"
-            log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        # Own session: a terminal's Ctrl-C reaches only `up`, which then stops children in order.
-        process = subprocess.Popen(
-            cmd, stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
-            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        log.info("started %s (pid %d): %s", name, process.pid, url)
-        return Child(name, url, process, log_path, log_file)
-
-    def _wait_ready(self, child: Child, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            if child.process.poll() is not None:
-                raise StackError(f"{child.name} exited with code {child.process.returncode} before it was ready"
-                                 + (f"; last log lines:\n{child.log_tail()}" if child.log_path else ""))
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(child.url + "/ready", timeout=2.0).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise StackError(f"{child.name} at {child.url} not ready after {self.ready_timeout_s:.0f}s")
+        return spawn(name, url, args, config_file=self.config_file, log_dir=self.log_dir)
 
     def dead_child(self) -> Child | None:
         return next((c for c in self.children if c.process.poll() is not None), None)
@@ -164,18 +190,10 @@ class LocalStack:
         """SIGTERM the router first (no new traffic), then the servers; SIGKILL what lingers."""
         children = list(reversed(self.children))
         for child in children:
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
+            child.terminate()
         deadline = time.monotonic() + timeout_s
         for child in children:
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", child.name)
-                child.process.kill()
-                child.process.wait()
-            if child.log_file:
-                child.log_file.close()
+            child.wait_or_kill(deadline - time.monotonic())
         self.servers, self.router = [], None
 
     def __enter__(self) -> LocalStack:

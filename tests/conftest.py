@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny model written once per session, real server/router processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.local_stack import Child, LocalStack, free_port, spawn, wait_ready
+from services.tiny_model import write_tiny_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing may be downloaded
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+def start_server(model: Path | str, log_dir: Path, *extra: str, name: str = "server", port: int = 0) -> Child:
+    port = port or free_port()
+    args = ["serve", "--port", str(port), "--model", str(model), "--log-level", "warning", *extra]
+    child = spawn(f"{name}-{port}", f"http://127.0.0.1:{port}", args, log_dir=log_dir)
+    try:
+        wait_ready(child, time.monotonic() + 120)
+    except BaseException:
+        child.stop()
+        raise
+    return child
+
+
+def start_router(workers: list[str], log_dir: Path, *extra: str) -> Child:
+    port = free_port()
+    args = ["route", "--port", str(port), "--workers", *workers, "--log-level", "warning", *extra]
+    child = spawn(f"router-{port}", f"http://127.0.0.1:{port}", args, log_dir=log_dir)
+    try:
+        wait_ready(child, time.monotonic() + 60)
+    except BaseException:
+        child.stop()
+        raise
+    return child
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model: Path, logs: Path) -> Iterator[Child]:
+    """One GenRM server; a 64 KiB body limit so the 413 path is cheap to reach."""
+    child = start_server(tiny_model, logs, "--max-wait-ms", "20", "--max-body-bytes", "65536")
+    yield child
+    child.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tiny_model: Path, logs: Path) -> Iterator[LocalStack]:
+    """Router in front of two GenRM servers, as `genrm up` starts them."""
+    with LocalStack(2, tiny_model, log_dir=logs / "stack") as s:
+        yield s

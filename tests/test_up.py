@@ -1,0 +1,94 @@
+"""`genrm up` starts servers + router, prints its ready line, and leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _start_up(tiny_model: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--replicas", "2", "--model", str(tiny_model)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if match := re.fullmatch(r"router ready: (http://127\.0\.0\.1:\d+)\n", line):
+            return proc, match.group(1)
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("genrm up never printed its ready line")
+
+
+def _wait_gone(pids: set[int], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], "processes left behind"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_up_serves_then_stops_cleanly(tiny_model, sig):
+    proc, url = _start_up(tiny_model)
+    try:
+        children = _descendants(proc.pid)
+        assert len(children) >= 3  # two servers and the router
+        resp = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                              "max_tokens": 3}, timeout=30)
+        assert resp.status_code == 200
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+        _wait_gone(children, timeout_s=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_stops_everything_when_a_child_dies(tiny_model):
+    proc, url = _start_up(tiny_model)
+    try:
+        children = _descendants(proc.pid)
+        workers = httpx.get(url + "/workers", timeout=10).json()["workers"]
+        port = workers[0]["url"].rsplit(":", 1)[1]
+        victim = next(p for p in children if f"--port\x00{port}\x00" in Path(f"/proc/{p}/cmdline").read_text())
+        os.kill(victim, signal.SIGKILL)
+        assert proc.wait(timeout=30) == 1
+        _wait_gone(children, timeout_s=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
