@@ -3,7 +3,8 @@
 What it measures: one ``genrm serve`` process (transformers engine, tiny random-weight model unless
 ``--model DIR``) is started on loopback. For each mode (concurrency 1 = sequential, then e.g. 8, 32, 64
 requests in flight) a fixed number of ``POST /v1/completions`` requests is sent from one shared
-``httpx.AsyncClient``, each forced to generate exactly ``--max-tokens`` tokens (``ignore_eos``, greedy).
+``aiohttp.ClientSession`` (lean enough not to be the bottleneck), each forced to
+generate exactly ``--max-tokens`` tokens (``ignore_eos``, greedy).
 Per run: wall time, output tokens/s (sum of ``usage.completion_tokens`` / wall), requests/s, p50/p99
 request latency, and the mean engine batch size seen by the server (``genrm_server_batch_size``
 histogram ``_sum``/``_count`` from ``/metrics``, before vs after the run).
@@ -25,14 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import importlib.metadata
 import json
 import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,9 +39,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
+import aiohttp
 
-from services.local_stack import free_port
+from services.local_stack import free_port, spawn, wait_ready
 
 HOST = "127.0.0.1"
 BATCH_METRIC = "genrm_server_batch_size"
@@ -123,58 +122,30 @@ def make_prompt(i: int) -> str:
 # -- server process ------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec: no orphan if we are SIGKILLed
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _wait_ready(process: subprocess.Popen, url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with code {process.returncode} before it was ready")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"server at {url} not ready after {timeout_s:.0f}s")
-
-
 @contextlib.contextmanager
 def running_server(model: str, args: argparse.Namespace) -> Iterator[str]:
     """Start one ``genrm serve`` subprocess, yield its base URL once ready, always stop it."""
     port = free_port(HOST)
-    cmd = [
-        sys.executable, "-m", "services.cli", "serve", "--model", model, "--host", HOST, "--port", str(port),
-        "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
-        "--log-level", "warning",
-    ]
-    # Own session: a terminal's Ctrl-C reaches only this script, which then stops the server below.
-    process = subprocess.Popen(
-        cmd, start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None
-    )
-    url = f"http://{HOST}:{port}"
+    cli = ["serve", "--model", model, "--host", HOST, "--port", str(port), "--max-batch-size",
+           str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning"]
+    child = spawn("bench-server", f"http://{HOST}:{port}", cli)
     try:
-        _wait_ready(process, url, args.ready_timeout)
-        yield url
+        wait_ready(child, time.monotonic() + args.ready_timeout)
+        yield child.url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        child.stop()
 
 
 # -- load generation -----------------------------------------------------------------------------
 
 
-async def batch_histogram(client: httpx.AsyncClient, url: str) -> tuple[float, float]:
+async def batch_histogram(client: aiohttp.ClientSession, url: str) -> tuple[float, float]:
     """``(sum, count)`` of the server's batch-size histogram, over all label sets."""
-    resp = await client.get(f"{url}/metrics")
-    resp.raise_for_status()
+    async with client.get(f"{url}/metrics") as resp:
+        resp.raise_for_status()
+        text = await resp.text()
     totals = {"_sum": 0.0, "_count": 0.0}
-    for line in resp.text.splitlines():
+    for line in text.splitlines():
         name, _, value = line.rpartition(" ")
         metric = name.split("{", 1)[0]
         for suffix in totals:
@@ -183,19 +154,22 @@ async def batch_histogram(client: httpx.AsyncClient, url: str) -> tuple[float, f
     return totals["_sum"], totals["_count"]
 
 
-async def complete(client: httpx.AsyncClient, url: str, i: int, max_tokens: int) -> tuple[float, dict[str, int]]:
+async def complete(
+    client: aiohttp.ClientSession, url: str, i: int, max_tokens: int
+) -> tuple[float, dict[str, int]]:
     """One completion forced to ``max_tokens`` tokens; returns its latency and ``usage``."""
     body = {"prompt": make_prompt(i), "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0}
     t0 = time.perf_counter()
-    resp = await client.post(f"{url}/v1/completions", json=body)
-    latency = time.perf_counter() - t0
-    if resp.status_code != 200:
-        raise RuntimeError(f"request {i}: HTTP {resp.status_code}: {resp.text[:300]}")
-    return latency, resp.json()["usage"]
+    async with client.post(f"{url}/v1/completions", json=body) as resp:
+        payload = await resp.read()
+        latency = time.perf_counter() - t0
+        if resp.status != 200:
+            raise RuntimeError(f"request {i}: HTTP {resp.status}: {payload[:300]!r}")
+    return latency, json.loads(payload)["usage"]
 
 
 async def run_mode(
-    client: httpx.AsyncClient, url: str, concurrency: int, requests: int, max_tokens: int
+    client: aiohttp.ClientSession, url: str, concurrency: int, requests: int, max_tokens: int
 ) -> RunResult:
     """Closed loop: ``concurrency`` workers send ``requests`` requests in total, one at a time each."""
     numbers = iter(range(requests))
@@ -225,8 +199,11 @@ async def run_mode(
 async def benchmark(url: str, args: argparse.Namespace) -> list[list[RunResult]]:
     """A warm-up run, then ``args.repeats`` rounds of every mode in order; returns the rounds."""
     peak = max(args.concurrency)
-    limits = httpx.Limits(max_connections=peak, max_keepalive_connections=peak)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(args.request_timeout)) as client:
+    # aiohttp, not httpx, generates the load: on 2 cores an httpx client saturated its own core at ~130 req/s
+    # and measured itself (4.0k vs 23k tokens/s at 64 concurrent, same server; see docs/benchmarks.md).
+    connector = aiohttp.TCPConnector(limit=peak)
+    timeout = aiohttp.ClientTimeout(total=args.request_timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
         print(f"warm-up: {mode_name(peak)} ...", file=sys.stderr, flush=True)
         await run_mode(client, url, peak, max(args.requests, peak), args.max_tokens)
         rounds = []

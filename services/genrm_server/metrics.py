@@ -33,7 +33,7 @@ class ServerMetrics:
             "genrm_server_generation_tokens", "Tokens generated.", ["model_name"], registry=r
         ).labels(model_name=model)
         self.batch_size = Histogram(
-            "genrm_server_batch_size", "Sequences per engine batch (dynamic batching).", ["model_name"],
+            "genrm_server_batch_size", "Sequences in each engine forward step (dynamic batching).", ["model_name"],
             buckets=BATCH_BUCKETS, registry=r,
         ).labels(model_name=model)
         running = Gauge("vllm:num_requests_running", "Sequences being generated.", ["model_name"], registry=r)

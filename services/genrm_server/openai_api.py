@@ -109,7 +109,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     engine, metrics = _state(request)
     model = _check_model(body.model, engine)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    inp = GenerationInput(messages=messages, add_generation_prompt=body.add_generation_prompt)
+    inp = GenerationInput(
+        messages=messages, add_generation_prompt=body.add_generation_prompt, incremental=body.stream
+    )
     params = _sampling(body)
     merged = MergedChoices(engine, [(inp, choice_params(params, i)) for i in range(body.n)])
     await merged.first()  # engine input errors become a 4xx here, before any byte is sent
@@ -142,7 +144,11 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     model = _check_model(body.model, engine)
     params = _sampling(body)
     prompts = body.prompts
-    jobs = [(GenerationInput(prompt=p), choice_params(params, i)) for p in prompts for i in range(body.n)]
+    jobs = [
+        (GenerationInput(prompt=p, incremental=body.stream), choice_params(params, i))
+        for p in prompts
+        for i in range(body.n)
+    ]
     merged = MergedChoices(engine, jobs)
     await merged.first()
     if body.stream:

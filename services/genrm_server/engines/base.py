@@ -54,6 +54,9 @@ class GenerationInput:
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     add_generation_prompt: bool = True
+    # False: the caller only wants the final text (one Delta at the end), which spares an engine the
+    # per-token detokenization and hand-off that streaming needs.
+    incremental: bool = True
 
 
 @dataclass

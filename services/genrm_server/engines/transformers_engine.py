@@ -1,9 +1,9 @@
 """In-process transformers engine with dynamic batching (CPU or CUDA).
 
-Concurrent sequences are gathered (``max_batch_size``, ``max_wait_ms``) into one left-padded batch
-and decoded step by step with a shared KV cache on a dedicated compute thread, so the event loop never
-waits on the model. Each sequence keeps its own max_tokens, stop strings and sampling settings;
-finished or abandoned sequences are pruned from the batch (and its KV cache) at the next step.
+Continuous batching: sequences that arrive while a batch decodes are prefilled and join it at the
+next step (up to ``max_batch_size``); finished or abandoned ones leave it (and its KV cache) at once.
+All model work runs on one dedicated compute thread, so the event loop never waits on the model.
+Each sequence keeps its own max_tokens, stop strings and sampling settings.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from services.genrm_server.engines.base import (
     SamplingParams,
 )
 from services.genrm_server.engines.detokenizer import IncrementalDetokenizer
+from services.genrm_server.engines.kv_batch import KVBatch
 from services.genrm_server.settings import ServerSettings
 
 log = logging.getLogger("genrm.engine.transformers")
@@ -39,8 +40,11 @@ class _Sequence:
     params: SamplingParams
     max_tokens: int
     out: asyncio.Queue[Delta]
-    detok: IncrementalDetokenizer
+    detok: IncrementalDetokenizer | None  # None: no stop strings and no streaming, decode once at the end
+    incremental: bool = True
     generator: Any = None  # torch.Generator when a seed is given
+    ids: list[int] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # text not yet sent (non-incremental sequences)
     generated: int = 0
     cancelled: bool = False  # set by the event loop when the client goes away
     enqueued_at: float = field(default_factory=time.monotonic)
@@ -56,6 +60,7 @@ class TransformersEngine(Engine):
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._wakeup = asyncio.Event()
         self._running = 0
+        self._active: list[_Sequence] = []
         self._stopping = False
         self._scheduler: asyncio.Task | None = None
         # One thread owns the model: torch releases the GIL inside kernels, the loop stays free.
@@ -171,7 +176,10 @@ class TransformersEngine(Engine):
             params=params,
             max_tokens=params.max_tokens or room,
             out=asyncio.Queue(),
-            detok=IncrementalDetokenizer(self._detok_tokenizer, params.stop),
+            detok=IncrementalDetokenizer(self._detok_tokenizer, params.stop)
+            if inp.incremental or params.stop
+            else None,
+            incremental=inp.incremental,
         )
         if params.seed is not None:
             import torch
@@ -193,13 +201,14 @@ class TransformersEngine(Engine):
             seq.cancelled = True
 
     async def _schedule(self) -> None:
-        """Gather waiting sequences into batches and run them one after another."""
+        """Start a decode run when sequences wait; the run itself admits later arrivals every step."""
         loop = asyncio.get_running_loop()
         max_bs, max_wait = self.settings.max_batch_size, self.settings.max_wait_ms / 1000
         while True:
             while not self._waiting:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            # A short gathering window lets a burst (a GRPO group) start as one prefill.
             deadline = loop.time() + max_wait
             while len(self._waiting) < max_bs and (left := deadline - loop.time()) > 0:
                 self._wakeup.clear()
@@ -207,26 +216,32 @@ class TransformersEngine(Engine):
                     await asyncio.wait_for(self._wakeup.wait(), left)
                 except asyncio.TimeoutError:
                     break
-            batch: list[_Sequence] = []
-            while self._waiting and len(batch) < max_bs:
-                seq = self._waiting.popleft()
-                if not seq.cancelled:
-                    batch.append(seq)
-            if not batch:
+            first = self._admit(max_bs)
+            if not first:
                 continue
-            self._running = len(batch)
-            if self.on_batch:
-                self.on_batch(len(batch))
             try:
-                await loop.run_in_executor(self._executor, self._run_batch, batch)
-            except Exception as exc:  # a model error fails this batch, never the server
-                log.exception("batch of %d failed", len(batch))
-                for seq in batch:
-                    seq.out.put_nowait(Delta("", finish_reason="abort", stop_reason=f"engine error: {exc}"))
+                await loop.run_in_executor(self._executor, self._run, first)
+            except Exception as exc:  # a model error fails the sequences in flight, never the server
+                log.exception("decode run failed")
+                failed = Delta("", finish_reason="abort", stop_reason=f"engine error: {exc}")
+                for seq in {*first, *self._active}:
+                    seq.out.put_nowait(failed)
             finally:
-                self._running = 0
+                self._active, self._running = [], 0
 
     # -- compute thread -------------------------------------------------------------------------
+
+    def _admit(self, room: int) -> list[_Sequence]:
+        """Take up to ``room`` live sequences from the queue (deque pops are thread-safe)."""
+        taken: list[_Sequence] = []
+        while len(taken) < room:
+            try:
+                seq = self._waiting.popleft()
+            except IndexError:
+                break
+            if not seq.cancelled:
+                taken.append(seq)
+        return taken
 
     def _emit(self, items: list[tuple[_Sequence, Delta]]) -> None:
         """Hand one step's deltas to the event loop in a single thread-safe callback."""
@@ -238,27 +253,54 @@ class TransformersEngine(Engine):
 
         self._loop.call_soon_threadsafe(deliver)
 
-    def _run_batch(self, seqs: list[_Sequence]) -> None:
+    def _prefill(self, seqs: list[_Sequence]) -> tuple[KVBatch, Any]:
         import torch
         from transformers import DynamicCache
 
+        width = max(len(s.prompt_ids) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):  # left padding: every row's last token is at column -1
+            ids[i, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
+            mask[i, width - len(s.prompt_ids) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
+        return KVBatch(cache, mask, positions[:, -1] + 1), out.logits[:, -1, :]
+
+    def _run(self, first: list[_Sequence]) -> None:
+        """Decode until no sequence is left, admitting waiting ones between steps."""
+        import torch
+
+        max_bs = self.settings.max_batch_size
+        active: list[_Sequence] = []
+        batch: KVBatch | None = None
+        tokens: list[int] = []
+        pending = first
         with torch.inference_mode():
-            dev = self.device
-            width = max(len(s.prompt_ids) for s in seqs)
-            ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for i, s in enumerate(seqs):  # left padding: every row's last token is at column -1
-                ids[i, width - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
-                mask[i, width - len(s.prompt_ids):] = 1
-            ids, mask = ids.to(dev), mask.to(dev)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            cache = DynamicCache()
-            logits = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-            ).logits[:, -1, :]
-            next_pos = positions[:, -1] + 1
-            active = list(seqs)
-            while True:
+            while active or pending:
+                logits = None
+                if active:
+                    assert batch is not None
+                    batch.extend_mask()
+                    step = torch.tensor(tokens, device=self.device).unsqueeze(1)
+                    logits = self.model(
+                        input_ids=step, attention_mask=batch.mask, position_ids=batch.next_pos.unsqueeze(1),
+                        past_key_values=batch.cache,
+                    ).logits[:, -1, :]
+                    batch.next_pos += 1
+                if pending:
+                    joined, new_logits = self._prefill(pending)
+                    if batch is None or logits is None:
+                        batch, logits = joined, new_logits
+                    else:
+                        batch.join(joined)
+                        logits = torch.cat([logits, new_logits])
+                    active = active + pending
+                self._active, self._running = active, len(active)
+                if self.on_batch:
+                    self.on_batch(len(active))
                 tokens = self._sample(logits, active).tolist()
                 keep: list[int] = []
                 emitted: list[tuple[_Sequence, Delta]] = []
@@ -271,39 +313,39 @@ class TransformersEngine(Engine):
                 if emitted:
                     self._emit(emitted)
                 if not keep:
-                    return
-                if len(keep) < len(active):  # prune finished rows from the batch and the KV cache
-                    index = torch.tensor(keep, device=dev)
+                    active, batch = [], None
+                elif len(keep) < len(active):  # finished rows leave the batch and the KV cache
+                    assert batch is not None
+                    batch.select(keep)
                     active = [active[i] for i in keep]
                     tokens = [tokens[i] for i in keep]
-                    mask, next_pos = mask[index], next_pos[index]
-                    cache.batch_select_indices(index)
-                self._running = len(active)
-                step = torch.tensor(tokens, device=dev).unsqueeze(1)
-                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-                logits = self.model(
-                    input_ids=step,
-                    attention_mask=mask,
-                    position_ids=next_pos.unsqueeze(1),
-                    past_key_values=cache,
-                    use_cache=True,
-                ).logits[:, -1, :]
-                next_pos = next_pos + 1
+                pending = [] if self._stopping else self._admit(max_bs - len(active))
 
     def _advance(self, seq: _Sequence, token: int) -> Delta | None:
-        """Record one sampled token; return the delta to send (``None``: nothing new yet)."""
+        """Record one sampled token; return the delta to send (``None``: nothing to send yet)."""
         if seq.cancelled or self._stopping:
             return Delta("", finish_reason="abort")
         seq.generated += 1
-        is_eos = token in self.eos_ids and not seq.params.ignore_eos
-        if is_eos:
-            return Delta(seq.detok.flush(), finish_reason="stop", stop_reason=None)
-        text, stop = seq.detok.add(token)
+        if token in self.eos_ids and not seq.params.ignore_eos:
+            return self._finish(seq, "stop")
+        seq.ids.append(token)
+        piece, stop = seq.detok.add(token) if seq.detok else ("", None)
         if stop is not None:
-            return Delta(text, finish_reason="stop", stop_reason=stop)
+            return self._finish(seq, "stop", piece, stop)
         if seq.generated >= seq.max_tokens:
-            return Delta(text + seq.detok.flush(), finish_reason="length")
-        return Delta(text) if text else None
+            return self._finish(seq, "length", piece)
+        if seq.incremental:
+            return Delta(piece) if piece else None
+        if piece:
+            seq.held.append(piece)
+        return None
+
+    def _finish(self, seq: _Sequence, reason: str, piece: str = "", stop: str | None = None) -> Delta:
+        if seq.detok is None:
+            text = self._detok_tokenizer.decode(seq.ids, skip_special_tokens=True)
+        else:
+            text = "".join(seq.held) + piece + ("" if stop is not None else seq.detok.flush())
+        return Delta(text, finish_reason=reason, stop_reason=stop)
 
     def _sample(self, logits: Any, seqs: list[_Sequence]) -> Any:
         import torch

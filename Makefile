@@ -1,0 +1,22 @@
+# The two commands a newcomer runs first (both set everything up on a fresh machine):
+#   make demo   start 2 GenRM servers + router on the tiny model, send a demo batch, print a table, stop
+#   make test   run the test suite (real processes on 127.0.0.1)
+.PHONY: setup demo test lint bench
+
+.venv/.installed: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+setup: .venv/.installed
+
+demo: setup
+	.venv/bin/genrm demo
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check .
+
+bench: setup
+	.venv/bin/python bench/engine_bench.py
