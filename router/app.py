@@ -27,6 +27,8 @@ log = logging.getLogger("genrm.router")
 # Connection-scoped headers are not forwarded (RFC 9110 §7.6.1); host and length are recomputed.
 _HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
         b"transfer-encoding", b"upgrade", b"host", b"content-length"}
+# The router's server adds its own date/server headers; forwarding the worker's would duplicate them.
+_RESPONSE_SKIP = (_HOP - {b"content-length"}) | {b"date", b"server"}
 _RETRY_STATUS = {502, 503, 504}
 
 
@@ -117,7 +119,7 @@ class RouterApp:
         worker, resp = await self._open(scope["method"], target, headers, body, info)
         status = resp.status_code
         try:
-            out_headers = [(k, v) for k, v in resp.headers.raw if k.lower() not in _HOP - {b"content-length"}]
+            out_headers = [(k, v) for k, v in resp.headers.raw if k.lower() not in _RESPONSE_SKIP]
             await send({"type": "http.response.start", "status": status, "headers": out_headers})
             async for chunk in resp.aiter_raw():  # streamed through unbuffered (SSE included)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

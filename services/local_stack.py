@@ -165,7 +165,10 @@ class LocalStack:
         try:
             for i in range(self.replicas):
                 port = free_port(self.host)
-                args = ["serve", "--host", self.host, "--port", str(port), "--model", self.model, *self.server_args]
+                # Replicas split the CPU cores (later --torch-threads in server_args still wins).
+                threads = str(max(1, (os.cpu_count() or 1) // self.replicas))
+                args = ["serve", "--host", self.host, "--port", str(port), "--model", self.model,
+                        "--torch-threads", threads, *self.server_args]
                 self.servers.append(self._spawn(f"server-{i}", f"http://{self.host}:{port}", args))
             deadline = time.monotonic() + self.ready_timeout_s
             for server in self.servers:

@@ -25,28 +25,25 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
 
 
-def start_server(model: Path | str, log_dir: Path, *extra: str, name: str = "server", port: int = 0) -> Child:
-    port = port or free_port()
-    args = ["serve", "--port", str(port), "--model", str(model), "--log-level", "warning", *extra]
-    child = spawn(f"{name}-{port}", f"http://127.0.0.1:{port}", args, log_dir=log_dir)
+def _start(name: str, args: list[str], log_dir: Path, port: int, timeout_s: float) -> Child:
+    """Run ``genrm ARGS --port PORT`` as a real process and return once its /ready answers 200."""
+    child = spawn(f"{name}-{port}", f"http://127.0.0.1:{port}", [*args, "--port", str(port)], log_dir=log_dir)
     try:
-        wait_ready(child, time.monotonic() + 120)
+        wait_ready(child, time.monotonic() + timeout_s)
     except BaseException:
         child.stop()
         raise
     return child
+
+
+def start_server(model: Path | str, log_dir: Path, *extra: str, name: str = "server", port: int = 0) -> Child:
+    args = ["serve", "--model", str(model), "--log-level", "warning", *extra]
+    return _start(name, args, log_dir, port or free_port(), timeout_s=120)
 
 
 def start_router(workers: list[str], log_dir: Path, *extra: str) -> Child:
-    port = free_port()
-    args = ["route", "--port", str(port), "--workers", *workers, "--log-level", "warning", *extra]
-    child = spawn(f"router-{port}", f"http://127.0.0.1:{port}", args, log_dir=log_dir)
-    try:
-        wait_ready(child, time.monotonic() + 60)
-    except BaseException:
-        child.stop()
-        raise
-    return child
+    args = ["route", "--workers", *workers, "--log-level", "warning", *extra]
+    return _start("router", args, log_dir, free_port(), timeout_s=60)
 
 
 @pytest.fixture(scope="session")

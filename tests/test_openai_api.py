@@ -23,6 +23,7 @@ def _validate(payload: dict, model: type) -> None:
 def test_chat_round_trip_through_router(stack):
     resp = httpx.post(stack.url + "/v1/chat/completions", json={"messages": CHAT, "max_tokens": 8}, timeout=60)
     assert resp.status_code == 200, resp.text
+    assert len(resp.headers.get_list("date")) == 1  # the router does not duplicate the worker's headers
     body = resp.json()
     _validate(body, ChatCompletionResponse)
     assert re.fullmatch(r"chatcmpl-[0-9a-f]{32}", body["id"])

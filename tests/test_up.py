@@ -68,6 +68,12 @@ def test_up_serves_then_stops_cleanly(tiny_model, sig):
     try:
         children = _descendants(proc.pid)
         assert len(children) >= 3  # two servers and the router
+        # Replicas split the cores: two default-sized OpenMP pools on shared cores stalled steps 200x.
+        threads = str(max(1, (os.cpu_count() or 1) // 2))
+        servers = [Path(f"/proc/{p}/cmdline").read_text().split("\x00") for p in children]
+        servers = [argv for argv in servers if "serve" in argv]
+        assert len(servers) == 2
+        assert all(argv[argv.index("--torch-threads") + 1] == threads for argv in servers)
         resp = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
                                                               "max_tokens": 3}, timeout=30)
         assert resp.status_code == 200

@@ -29,6 +29,11 @@ class ServerSettings(ComponentSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype (auto: bfloat16 on CUDA, float32 on CPU)."
     )
+    torch_threads: int = Field(
+        0, ge=0, le=1024,
+        description="transformers engine: CPU threads for torch ops (0 = torch's default, all cores). Replicas "
+        "sharing a machine must split the cores (`genrm up` does): oversubscribed OpenMP pools stall.",
+    )
     max_batch_size: int = Field(32, ge=1, le=4096, description="Dynamic batching: sequences per batch at most.")
     max_wait_ms: float = Field(
         5.0, ge=0, le=10_000, description="Dynamic batching: how long to gather requests before a batch starts."

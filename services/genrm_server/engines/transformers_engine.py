@@ -103,6 +103,8 @@ class TransformersEngine(Engine):
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         s = self.settings
+        if s.torch_threads:
+            torch.set_num_threads(s.torch_threads)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")

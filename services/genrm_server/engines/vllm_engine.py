@@ -53,7 +53,8 @@ class VLLMEngine(Engine):
             max_model_len=s.max_model_len,
             gpu_memory_utilization=s.gpu_memory_utilization,
             enable_prefix_caching=s.enable_prefix_caching,
-            max_num_seqs=s.max_batch_size,
+            # vLLM's own default (256) unless the user set a cap: ours (32) suits the CPU engine, not vLLM.
+            **({"max_num_seqs": s.max_batch_size} if "max_batch_size" in s.model_fields_set else {}),
         )
         self._llm = AsyncLLM.from_engine_args(args)
         self.tokenizer = AutoTokenizer.from_pretrained(s.model, local_files_only=True)
