@@ -48,8 +48,10 @@ def start_router(workers: list[str], log_dir: Path, *extra: str) -> Child:
 
 @pytest.fixture(scope="session")
 def server(tiny_model: Path, logs: Path) -> Iterator[Child]:
-    """One GenRM server; a 64 KiB body limit so the 413 path is cheap to reach."""
-    child = start_server(tiny_model, logs, "--max-wait-ms", "20", "--max-body-bytes", "65536")
+    """One GenRM server; a 64 KiB body limit (the 413 path is cheap to reach), short judge answers."""
+    child = start_server(
+        tiny_model, logs, "--max-wait-ms", "20", "--max-body-bytes", "65536", "--judge-max-tokens", "64"
+    )
     yield child
     child.stop()
 

@@ -61,27 +61,34 @@ def _running(url: str) -> float:
     return _metric(url, r'vllm:num_requests_running\{model_name="tiny"\}')
 
 
-def _wait_idle(url: str, timeout_s: float) -> float:
-    deadline = time.monotonic() + timeout_s
+def _aborted(url: str) -> float:
+    return _metric(url, r'genrm_server_aborted_sequences_total\{model_name="tiny"\}')
+
+
+def _wait_freed(url: str, aborted_before: float) -> None:
+    """The sequence must be dropped (counted as aborted), not run to its 4,000-token end, on any machine."""
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if _running(url) == 0:
-            return time.monotonic()
+            assert _aborted(url) == aborted_before + 1, "the engine finished generating for a client that left"
+            return
         time.sleep(0.05)
     raise AssertionError("the engine kept generating for a client that left")
 
 
 def test_disconnected_stream_frees_its_slot(server):
+    aborted = _aborted(server.url)
     body = {"prompt": "long", "max_tokens": 4000, "ignore_eos": True, "stream": True}
     with httpx.Client(timeout=60) as client, client.stream("POST", server.url + "/v1/completions", json=body) as r:
         lines = r.iter_lines()
         for _ in range(5):
             next(lines)
         assert _running(server.url) == 1
-    # 4,000 tokens take many seconds on CPU; a freed slot goes idle almost at once.
-    _wait_idle(server.url, timeout_s=3)
+    _wait_freed(server.url, aborted)
 
 
 def test_disconnected_blocking_request_frees_its_slot(server):
+    aborted = _aborted(server.url)
     body = {"prompt": "long", "max_tokens": 4000, "ignore_eos": True}
     try:
         httpx.post(server.url + "/v1/completions", json=body, timeout=0.5)
@@ -89,7 +96,7 @@ def test_disconnected_blocking_request_frees_its_slot(server):
         pass
     else:
         raise AssertionError("4,000 tokens should not finish in 0.5 s")
-    _wait_idle(server.url, timeout_s=3)
+    _wait_freed(server.url, aborted)
 
 
 def test_load_gauges_use_vllm_names(server):

@@ -11,7 +11,7 @@ import secrets
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 # ---------------------------------------------------------------------------------------------
 # Errors
@@ -240,3 +240,74 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reward API (/v1/reward, /v1/reward/batch, /v1/recipes)
+
+
+class OverlongShaping(BaseModel):
+    """DAPO overlong shaping: ``min(-(n - (max_resp_len - buffer_len)) / buffer_len * penalty_factor, 0)``.
+
+    Off unless asked for: verl's DAPO reward manager already adds it trainer-side; never apply it twice.
+    """
+
+    max_resp_len: Annotated[int, Field(gt=0)]
+    buffer_len: Annotated[int, Field(gt=0)]
+    penalty_factor: Annotated[float, Field(ge=0)] = 1.0
+
+
+class RewardRequest(BaseModel):
+    """One sample to score. ``prompt``/``response`` are accepted as aliases of ``question``/``solution``."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    recipe: str | None = Field(None, description="Recipe name; omitted = the server's default recipe.")
+    data_source: str | None = None
+    question: str | None = Field(None, validation_alias=AliasChoices("question", "prompt", "problem"))
+    solution: str = Field(..., validation_alias=AliasChoices("solution", "response", "solution_str"))
+    ground_truth: str | int | float | None = None
+    extra_info: dict[str, Any] = Field(default_factory=dict)
+    group_id: str | int | None = Field(None, description="GRPO group id: routes a group to one replica.")
+    return_critique: bool = False
+    overlong: OverlongShaping | None = None
+
+    @field_validator("ground_truth")
+    @classmethod
+    def _as_text(cls, v: str | int | float | None) -> str | None:
+        return None if v is None else str(v)
+
+
+class RewardBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    samples: Annotated[list[dict[str, Any]], Field(max_length=16384)]
+
+
+class RewardResult(BaseModel):
+    """``score`` plus the recipe's fixed extra keys (same keys for every sample of a recipe)."""
+
+    model_config = ConfigDict(extra="allow")
+    score: float
+
+
+class RewardBatchItem(BaseModel):
+    index: int
+    result: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+
+class RewardBatchResponse(BaseModel):
+    results: list[RewardBatchItem]
+
+
+class RecipeInfo(BaseModel):
+    name: str
+    description: str
+    keys: list[str]
+    settings: dict[str, Any]
+    uses_judge: bool
+
+
+class RecipeList(BaseModel):
+    default: str
+    recipes: list[RecipeInfo]

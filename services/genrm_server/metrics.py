@@ -43,6 +43,47 @@ class ServerMetrics:
         ready = Gauge("genrm_server_ready", "1 when the engine is loaded and serving.", registry=r)
         ready.set_function(lambda: 1.0 if engine.ready else 0.0)
         engine.on_batch = self.batch_size.observe
+        aborted = Counter("genrm_server_aborted_sequences", "Sequences dropped mid-generation: the client left.",
+                          ["model_name"], registry=r).labels(model_name=model)
+        engine.on_abort = aborted.inc
+        self.rewards = RewardMetrics(r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+SCORE_BUCKETS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+class RewardMetrics:
+    """Per-recipe reward metrics, registered in the server's registry."""
+
+    def __init__(self, registry: CollectorRegistry):
+        r = registry
+        self.samples = Counter("genrm_reward_samples", "Samples scored, by recipe and outcome (ok / error).",
+                               ["recipe", "outcome"], registry=r)
+        self.score = Histogram("genrm_reward_score", "Scores returned, by recipe.", ["recipe"],
+                               buckets=SCORE_BUCKETS, registry=r)
+        self.flawed_positives = Counter("genrm_reward_flawed_positives", "Correct answers the judge found flawed.",
+                                        ["recipe"], registry=r)
+        self.judge_failures = Counter(
+            "genrm_reward_judge_failures", "Judge calls that failed or gave no parsable verdict (judge_ok=false).",
+            ["recipe"], registry=r,
+        )
+        self.judge_latency = Histogram("genrm_reward_judge_latency_seconds", "Judge call latency, by recipe.",
+                                       ["recipe"], buckets=LATENCY_BUCKETS, registry=r)
+        self.judge_errors = Counter("genrm_reward_judge_call_errors", "Judge calls the engine could not serve.",
+                                    ["recipe"], registry=r)
+
+    def on_judge_reply(self, recipe: str, reply: object) -> None:
+        self.judge_latency.labels(recipe=recipe).observe(reply.latency_s)  # type: ignore[attr-defined]
+        if not reply.ok:  # type: ignore[attr-defined]
+            self.judge_errors.labels(recipe=recipe).inc()
+
+    def on_result(self, recipe: str, result: dict) -> None:
+        self.samples.labels(recipe=recipe, outcome="ok").inc()
+        self.score.labels(recipe=recipe).observe(result["score"])
+        if result.get("flawed_positive"):
+            self.flawed_positives.labels(recipe=recipe).inc()
+        if result.get("judge_ok") is False:
+            self.judge_failures.labels(recipe=recipe).inc()

@@ -67,7 +67,10 @@ def _sampling(body: SamplingFields) -> SamplingParams:
 
 
 async def _until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
-    """Await ``work`` unless the client disconnects first; then cancel it (frees engine slots)."""
+    """Await ``work`` unless the client disconnects first; then cancel it (frees engine slots).
+
+    Errors of ``work`` (engine input errors included) propagate, so they still become 4xx responses.
+    """
     task = asyncio.ensure_future(work)
 
     async def watch() -> None:
@@ -114,8 +117,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     )
     params = _sampling(body)
     merged = MergedChoices(engine, [(inp, choice_params(params, i)) for i in range(body.n)])
-    await merged.first()  # engine input errors become a 4xx here, before any byte is sent
     if body.stream:
+        await merged.first()  # engine input errors become a 4xx here, before any byte is sent
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_chat_chunks(merged, model, body.n, include_usage, metrics))
     results = await _until_disconnect(request, merged.collect(body.n))
@@ -150,8 +153,8 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         for i in range(body.n)
     ]
     merged = MergedChoices(engine, jobs)
-    await merged.first()
     if body.stream:
+        await merged.first()
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_completion_chunks(merged, model, body.n, len(jobs), include_usage, metrics))
     results = await _until_disconnect(request, merged.collect(len(jobs)))

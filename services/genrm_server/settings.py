@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.settings_io import ComponentSettings
@@ -53,7 +53,22 @@ class ServerSettings(ComponentSettings):
     upstream_max_connections: int = Field(256, ge=1, description="openai engine: pooled connections.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm engine: share of GPU memory.")
     enable_prefix_caching: bool = Field(True, description="vllm engine: automatic prefix caching.")
+    recipe: str = Field("math", description="Default recipe of the reward API (GET /v1/recipes lists them).")
+    math_mode: Literal["boxed", "answer", "answer_or_boxed"] = Field(
+        "boxed", description="math recipe: answer extraction (specs/math-rule.md)."
+    )
+    judge_max_tokens: int = Field(16384, ge=1, description="Judge recipes: max tokens of the judge's answer.")
+    fapo_flaw_penalty: float = Field(1.0, ge=0, description="fapo recipe: subtracted from +1 for a flawed positive.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, v: str) -> str:
+        from services.genrm_server.recipes import RECIPES
+
+        if v not in RECIPES:
+            raise ValueError(f"unknown recipe {v!r}; choose one of {', '.join(RECIPES)}")
+        return v
 
     @model_validator(mode="after")
     def _engine_needs(self) -> ServerSettings:

@@ -82,6 +82,7 @@ class Engine(abc.ABC):
 
     def __init__(self) -> None:
         self.on_batch: BatchObserver | None = None  # set by the server to feed the batch-size metric
+        self.on_abort: Callable[[], None] | None = None  # a sequence dropped because its client left
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -326,6 +326,8 @@ class TransformersEngine(Engine):
     def _advance(self, seq: _Sequence, token: int) -> Delta | None:
         """Record one sampled token; return the delta to send (``None``: nothing to send yet)."""
         if seq.cancelled or self._stopping:
+            if seq.cancelled and self.on_abort:
+                self.on_abort()
             return Delta("", finish_reason="abort")
         seq.generated += 1
         if token in self.eos_ids and not seq.params.ignore_eos:

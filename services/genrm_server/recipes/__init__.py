@@ -1,0 +1,31 @@
+"""Recipes: how a sample becomes a score. One module each behind :class:`Recipe`, and this registry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from services.genrm_server.recipes.base import Judge, JudgeReply, Recipe, RecipeInputError
+from services.genrm_server.recipes.fapo import FapoRecipe
+from services.genrm_server.recipes.fapo_judge_train import FapoJudgeTrainRecipe
+from services.genrm_server.recipes.genrm_verdict import VerdictRecipe
+from services.genrm_server.recipes.math_recipe import MathRecipe
+
+if TYPE_CHECKING:
+    from services.genrm_server.settings import ServerSettings
+
+RECIPES: dict[str, type[Recipe]] = {
+    r.name: r for r in (MathRecipe, FapoRecipe, VerdictRecipe, FapoJudgeTrainRecipe)
+}
+
+
+def create_recipes(settings: ServerSettings) -> dict[str, Recipe]:
+    """Instantiate every recipe with the server's settings."""
+    return {
+        MathRecipe.name: MathRecipe(settings.math_mode),
+        FapoRecipe.name: FapoRecipe(settings.judge_max_tokens, settings.fapo_flaw_penalty),
+        VerdictRecipe.name: VerdictRecipe(settings.judge_max_tokens),
+        FapoJudgeTrainRecipe.name: FapoJudgeTrainRecipe(),
+    }
+
+
+__all__ = ["RECIPES", "Judge", "JudgeReply", "Recipe", "RecipeInputError", "create_recipes"]

@@ -1,0 +1,97 @@
+"""The recipe interface: how one sample becomes ``{score, ...fixed keys}``.
+
+A recipe declares its key set up front and returns exactly those keys for every sample, whatever happens
+(verl reads the keys from the first sample of a batch and breaks on a missing one).
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from services.genrm_server.engines import Engine, EngineError, EngineInputError, GenerationInput, SamplingParams
+from trainer_client.protocol import RewardRequest
+
+
+class RecipeInputError(Exception):
+    """The sample cannot be scored as given: 400 naming ``param``."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+@dataclass
+class JudgeReply:
+    text: str
+    ok: bool
+    error: str | None = None
+    latency_s: float = 0.0
+
+
+class Judge:
+    """Asks the server's engine one single-user-message question (the judge's chat template applies)."""
+
+    def __init__(self, engine: Engine, on_reply: Callable[[str, JudgeReply], None] | None = None):
+        self.engine = engine
+        self._on_reply = on_reply  # metrics: judge latency and call failures per recipe
+
+    async def ask(
+        self, prompt: str, *, max_tokens: int | None, recipe: str, temperature: float | None = None
+    ) -> JudgeReply:
+        reply = await self._ask(prompt, max_tokens, temperature)
+        if self._on_reply:
+            self._on_reply(recipe, reply)
+        return reply
+
+    async def _ask(self, prompt: str, max_tokens: int | None, temperature: float | None) -> JudgeReply:
+        t0 = time.perf_counter()
+        try:
+            text = await self._generate(prompt, max_tokens, temperature)
+        except EngineInputError as exc:
+            if exc.param != "max_tokens":
+                return JudgeReply("", False, exc.message, time.perf_counter() - t0)
+            # The configured budget (16,384 for FAPO) exceeds this model's context: use what fits.
+            try:
+                text = await self._generate(prompt, None, temperature)
+            except EngineError as exc2:
+                return JudgeReply("", False, exc2.message, time.perf_counter() - t0)
+        except EngineError as exc:
+            return JudgeReply("", False, exc.message, time.perf_counter() - t0)
+        return JudgeReply(text, True, None, time.perf_counter() - t0)
+
+    async def _generate(self, prompt: str, max_tokens: int | None, temperature: float | None) -> str:
+        inp = GenerationInput(messages=[{"role": "user", "content": prompt}], incremental=False)
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
+        parts: list[str] = []
+        async for delta in self.engine.generate(inp, params):
+            parts.append(delta.text)
+            if delta.finish_reason == "abort":
+                raise EngineError(f"judge generation aborted: {delta.stop_reason or 'engine stopping'}")
+        return "".join(parts)
+
+
+class Recipe(abc.ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    keys: ClassVar[tuple[str, ...]]  # besides "score"; "critique" is added when a request asks for it
+    log_keys: ClassVar[tuple[str, ...]] = ()  # keys that are always numbers/bools (OpenRLHF's extra_logs)
+    uses_judge: ClassVar[bool] = False
+
+    def settings(self) -> dict[str, Any]:
+        """The recipe's settings as shown by ``GET /v1/recipes``."""
+        return {}
+
+    @abc.abstractmethod
+    async def score(self, sample: RewardRequest, judge: Judge) -> dict[str, Any]:
+        """Return ``{"score": float, **{k: ... for k in keys}}`` (plus ``critique`` when asked)."""
+
+
+def require(sample: RewardRequest, field: str) -> str:
+    value = getattr(sample, field)
+    if value is None or value == "":
+        raise RecipeInputError(f"{field} is required by this recipe", field)
+    return value

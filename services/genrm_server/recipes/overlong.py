@@ -1,0 +1,29 @@
+"""DAPO overlong shaping, opt-in per request (``overlong``). verl's DAPO reward manager applies it itself
+on the trainer side, so it stays off unless asked for: it must never be applied twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.genrm_server.recipes.base import RecipeInputError
+from trainer_client.protocol import OverlongShaping, RewardRequest
+
+
+def overlong_penalty(length: int, shaping: OverlongShaping) -> float:
+    """``min(-(n - (max_resp_len - L)) / L * f, 0)`` for a response of ``n`` tokens."""
+    expected = shaping.max_resp_len - shaping.buffer_len
+    return min(-(length - expected) / shaping.buffer_len * shaping.penalty_factor, 0.0)
+
+
+def apply_overlong(sample: RewardRequest, result: dict[str, Any]) -> dict[str, Any]:
+    if sample.overlong is None:
+        return result
+    length = sample.extra_info.get("response_length")
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+        raise RecipeInputError(
+            "overlong shaping needs extra_info.response_length (the response's token count, an integer >= 0)",
+            "extra_info.response_length",
+        )
+    penalty = overlong_penalty(length, sample.overlong)
+    return {**result, "score": result["score"] + penalty, "overlong_penalty": penalty}

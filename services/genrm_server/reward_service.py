@@ -1,0 +1,70 @@
+"""Scoring samples with recipes: one sample, a batch with item-level errors, metrics, overlong shaping."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.genrm_server.engines import Engine, EngineError
+from services.genrm_server.errors import describe_validation_errors
+from services.genrm_server.metrics import RewardMetrics
+from services.genrm_server.recipes import Judge, Recipe, RecipeInputError, create_recipes
+from services.genrm_server.recipes.overlong import apply_overlong
+from services.genrm_server.settings import ServerSettings
+from trainer_client.protocol import ErrorInfo, RewardBatchItem, RewardRequest
+
+
+class UnknownRecipe(RecipeInputError):
+    pass
+
+
+class RewardService:
+    def __init__(self, settings: ServerSettings, engine: Engine, metrics: RewardMetrics):
+        self.recipes: dict[str, Recipe] = create_recipes(settings)
+        self.default = settings.recipe
+        self.metrics = metrics
+        self.judge = Judge(engine, metrics.on_judge_reply)
+        # Judge calls of one batch are bounded so a 10k-item batch cannot flood the engine's queue at once.
+        self.batch_concurrency = max(64, settings.max_batch_size * 2)
+
+    def recipe(self, name: str | None) -> Recipe:
+        name = name or self.default
+        try:
+            return self.recipes[name]
+        except KeyError:
+            raise UnknownRecipe(f"unknown recipe '{name}'; this server serves: {', '.join(self.recipes)}",
+                                "recipe") from None
+
+    async def score(self, sample: RewardRequest) -> dict[str, Any]:
+        recipe = self.recipe(sample.recipe)
+        try:
+            result = apply_overlong(sample, await recipe.score(sample, self.judge))
+        except RecipeInputError:
+            self.metrics.samples.labels(recipe=recipe.name, outcome="error").inc()
+            raise
+        self.metrics.on_result(recipe.name, result)
+        return result
+
+    async def score_batch(self, raw: list[dict[str, Any]]) -> list[RewardBatchItem]:
+        gate = asyncio.Semaphore(self.batch_concurrency)
+
+        async def one(index: int, item: dict[str, Any]) -> RewardBatchItem:
+            try:
+                sample = RewardRequest.model_validate(item)
+                async with gate:
+                    return RewardBatchItem(index=index, result=await self.score(sample))
+            except ValidationError as exc:
+                message, param = describe_validation_errors(exc.errors())
+                return RewardBatchItem(index=index, error=ErrorInfo(message=message, type="BadRequestError",
+                                                                    param=param, code=400))
+            except RecipeInputError as exc:
+                code = 404 if isinstance(exc, UnknownRecipe) else 400
+                return RewardBatchItem(index=index, error=ErrorInfo(message=exc.message, type="BadRequestError",
+                                                                    param=exc.param, code=code))
+            except EngineError as exc:
+                return RewardBatchItem(index=index, error=ErrorInfo(message=exc.message, type="EngineError",
+                                                                    param=exc.param, code=exc.status))
+
+        return list(await asyncio.gather(*(one(i, item) for i, item in enumerate(raw))))
