@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -262,3 +263,48 @@ def test_reward_metrics_count_by_recipe(server):
     pattern = r'^genrm_reward_samples_total\{outcome="ok",recipe="math"\} (\S+)'
     count = [float(m.group(1)) if (m := re.search(pattern, t, re.M)) else 0.0 for t in (before, after)]
     assert count[1] == count[0] + 1
+
+
+def test_identical_judge_requests_coalesce_then_hit_the_cache(fapo_server, judge):
+    sample = {"question": QUESTION, "solution": _correct("<<sleep:0.5>><<reply:\\boxed{1}>> coalesce"),
+              "ground_truth": "4"}
+    before = len(_prompts(judge))
+    hits = _metric(fapo_server.url, "genrm_reward_cache_hits_total", "fapo")  # no kind label: absent -> 0
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(
+                client.post(fapo_server.url + "/v1/reward", json={**sample, "extra_info": {"index": i}})
+                for i in range(4)
+            ))
+
+    results = [r.json() for r in asyncio.run(burst())]
+    assert len(_prompts(judge)) == before + 1  # four identical samples, one judge call
+    assert all(r == results[0] for r in results) and results[0]["flawed_positive"] is True
+    again = _reward(fapo_server.url, **sample, extra_info={"index": 99}).json()  # index is not read by fapo
+    assert again == results[0] and len(_prompts(judge)) == before + 1
+    other_split = _reward(fapo_server.url, **sample, extra_info={"split": "test"}).json()
+    assert other_split["judge_asked"] is False  # split is part of the key: no stale verdict
+    text = httpx.get(fapo_server.url + "/metrics", timeout=5).text
+    assert re.search(r'genrm_reward_cache_hits_total\{kind="coalesced",recipe="fapo"\} 3\.0', text)
+    assert re.search(r'genrm_reward_cache_hits_total\{kind="hit",recipe="fapo"\} 1\.0', text)
+    assert hits == 0.0
+
+
+def test_failed_judge_results_are_not_cached(fapo_server, judge):
+    sample = {"question": QUESTION, "solution": _correct("<<reply:undecided, no box>> nocache"), "ground_truth": "4"}
+    before = len(_prompts(judge))
+    for _ in range(2):
+        assert _reward(fapo_server.url, **sample).json()["judge_ok"] is False
+    assert len(_prompts(judge)) == before + 2
+
+
+def test_math_verify_mode_is_symbolic_and_opt_in(tiny_model, logs, server):
+    symbolic = start_server(tiny_model, logs, "--math-mode", "math_verify", name="mv")
+    try:
+        half = {"solution": "so the answer is \\boxed{0.5}", "ground_truth": "\\frac{1}{2}"}
+        assert _reward(symbolic.url, **half).json()["score"] == 1.0
+        assert _reward(symbolic.url, solution="\\boxed{0.6}", ground_truth="\\frac{1}{2}").json()["acc"] is False
+        assert _reward(server.url, **half).json()["score"] == -1.0  # the default mode keeps the seeds' semantics
+    finally:
+        symbolic.stop()

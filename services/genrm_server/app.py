@@ -44,6 +44,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
         try:
             yield
         finally:
+            app.state.rewards.close()
             await engine.stop()
 
     app = FastAPI(title="genrm-platform GenRM server", version="0.1.0", lifespan=lifespan)

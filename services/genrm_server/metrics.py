@@ -72,6 +72,10 @@ class RewardMetrics:
         )
         self.judge_latency = Histogram("genrm_reward_judge_latency_seconds", "Judge call latency, by recipe.",
                                        ["recipe"], buckets=LATENCY_BUCKETS, registry=r)
+        self.cache_hits = Counter(
+            "genrm_reward_cache_hits", "Judge results served without a new call: kind=hit (LRU) or coalesced.",
+            ["recipe", "kind"], registry=r,
+        )
         self.judge_errors = Counter("genrm_reward_judge_call_errors", "Judge calls the engine could not serve.",
                                     ["recipe"], registry=r)
 

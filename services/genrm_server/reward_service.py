@@ -7,11 +7,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.genrm_server.cpu_pool import CpuPool
 from services.genrm_server.engines import Engine, EngineError
 from services.genrm_server.errors import describe_validation_errors
 from services.genrm_server.metrics import RewardMetrics
 from services.genrm_server.recipes import Judge, Recipe, RecipeInputError, create_recipes
 from services.genrm_server.recipes.overlong import apply_overlong
+from services.genrm_server.result_cache import CoalescingCache, digest
 from services.genrm_server.settings import ServerSettings
 from trainer_client.protocol import ErrorInfo, RewardBatchItem, RewardRequest
 
@@ -22,7 +24,9 @@ class UnknownRecipe(RecipeInputError):
 
 class RewardService:
     def __init__(self, settings: ServerSettings, engine: Engine, metrics: RewardMetrics):
-        self.recipes: dict[str, Recipe] = create_recipes(settings)
+        self.pool = CpuPool()
+        self.recipes: dict[str, Recipe] = create_recipes(settings, self.pool)
+        self.cache = CoalescingCache(settings.reward_cache_size)
         self.default = settings.recipe
         self.metrics = metrics
         self.judge = Judge(engine, metrics.on_judge_reply)
@@ -40,12 +44,29 @@ class RewardService:
     async def score(self, sample: RewardRequest) -> dict[str, Any]:
         recipe = self.recipe(sample.recipe)
         try:
-            result = apply_overlong(sample, await recipe.score(sample, self.judge))
+            result = apply_overlong(sample, await self._score_cached(recipe, sample))
         except RecipeInputError:
             self.metrics.samples.labels(recipe=recipe.name, outcome="error").inc()
             raise
         self.metrics.on_result(recipe.name, result)
         return result
+
+    async def _score_cached(self, recipe: Recipe, sample: RewardRequest) -> dict[str, Any]:
+        if not recipe.uses_judge:
+            return await recipe.score(sample, self.judge)
+        extra = sample.extra_info if recipe.extra_keys is None else {
+            k: sample.extra_info.get(k) for k in recipe.extra_keys
+        }
+        key = digest(recipe.name, sample.question, sample.solution, sample.ground_truth, sample.return_critique, extra)
+        result, outcome = await self.cache.get_or_run(
+            key, lambda: recipe.score(sample, self.judge), cacheable=lambda r: r.get("judge_ok") is not False
+        )
+        if outcome != "miss":
+            self.metrics.cache_hits.labels(recipe=recipe.name, kind=outcome).inc()
+        return result
+
+    def close(self) -> None:
+        self.pool.shutdown()
 
     async def score_batch(self, raw: list[dict[str, Any]]) -> list[RewardBatchItem]:
         gate = asyncio.Semaphore(self.batch_concurrency)

@@ -54,8 +54,12 @@ class ServerSettings(ComponentSettings):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm engine: share of GPU memory.")
     enable_prefix_caching: bool = Field(True, description="vllm engine: automatic prefix caching.")
     recipe: str = Field("math", description="Default recipe of the reward API (GET /v1/recipes lists them).")
-    math_mode: Literal["boxed", "answer", "answer_or_boxed"] = Field(
-        "boxed", description="math recipe: answer extraction (specs/math-rule.md)."
+    math_mode: Literal["boxed", "answer", "answer_or_boxed", "math_verify"] = Field(
+        "boxed", description="math recipe: answer extraction (specs/math-rule.md), or symbolic math_verify."
+    )
+    math_verify_timeout_s: float = Field(5.0, gt=0, le=600, description="math_verify mode: time limit per sample.")
+    reward_cache_size: int = Field(
+        65536, ge=0, description="Judge results kept for identical samples (LRU; 0 = off). In-flight ones coalesce."
     )
     judge_max_tokens: int = Field(16384, ge=1, description="Judge recipes: max tokens of the judge's answer.")
     fapo_flaw_penalty: float = Field(1.0, ge=0, description="fapo recipe: subtracted from +1 for a flawed positive.")

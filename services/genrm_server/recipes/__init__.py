@@ -11,6 +11,7 @@ from services.genrm_server.recipes.genrm_verdict import VerdictRecipe
 from services.genrm_server.recipes.math_recipe import MathRecipe
 
 if TYPE_CHECKING:
+    from services.genrm_server.cpu_pool import CpuPool
     from services.genrm_server.settings import ServerSettings
 
 RECIPES: dict[str, type[Recipe]] = {
@@ -18,10 +19,10 @@ RECIPES: dict[str, type[Recipe]] = {
 }
 
 
-def create_recipes(settings: ServerSettings) -> dict[str, Recipe]:
+def create_recipes(settings: ServerSettings, pool: CpuPool | None = None) -> dict[str, Recipe]:
     """Instantiate every recipe with the server's settings."""
     return {
-        MathRecipe.name: MathRecipe(settings.math_mode),
+        MathRecipe.name: MathRecipe(settings.math_mode, pool, settings.math_verify_timeout_s),
         FapoRecipe.name: FapoRecipe(settings.judge_max_tokens, settings.fapo_flaw_penalty),
         VerdictRecipe.name: VerdictRecipe(settings.judge_max_tokens),
         FapoJudgeTrainRecipe.name: FapoJudgeTrainRecipe(),

@@ -80,6 +80,8 @@ class Recipe(abc.ABC):
     keys: ClassVar[tuple[str, ...]]  # besides "score"; "critique" is added when a request asks for it
     log_keys: ClassVar[tuple[str, ...]] = ()  # keys that are always numbers/bools (OpenRLHF's extra_logs)
     uses_judge: ClassVar[bool] = False
+    # extra_info fields the result depends on (the cache key); None = all of extra_info.
+    extra_keys: ClassVar[tuple[str, ...] | None] = None
 
     def settings(self) -> dict[str, Any]:
         """The recipe's settings as shown by ``GET /v1/recipes``."""

@@ -24,6 +24,7 @@ class FapoRecipe(Recipe):
     keys: ClassVar[tuple[str, ...]] = ("acc", "pred", "flawed_positive", "judge_verdict", "judge_ok", "judge_asked")
     log_keys: ClassVar[tuple[str, ...]] = ("acc", "flawed_positive", "judge_ok", "judge_asked")
     uses_judge: ClassVar[bool] = True
+    extra_keys: ClassVar[tuple[str, ...] | None] = ("split",)
 
     def __init__(self, judge_max_tokens: int = 16384, flaw_penalty: float = 1.0):
         self.judge_max_tokens, self.flaw_penalty = judge_max_tokens, flaw_penalty

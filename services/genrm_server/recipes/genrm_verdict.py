@@ -16,6 +16,7 @@ class VerdictRecipe(Recipe):
     keys: ClassVar[tuple[str, ...]] = ("verdict", "judge_ok")
     log_keys: ClassVar[tuple[str, ...]] = ("judge_ok",)
     uses_judge: ClassVar[bool] = True
+    extra_keys: ClassVar[tuple[str, ...] | None] = ()
 
     def __init__(self, judge_max_tokens: int = 16384):
         self.judge_max_tokens = judge_max_tokens
