@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 
 from router.health import HealthChecker
 from router.metrics import RouterMetrics
@@ -44,7 +44,7 @@ class RouterApp:
         self.pool = WorkerPool(settings.workers)
         self.policy = create_policy(settings.policy)
         self.metrics = RouterMetrics(self.pool)
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self.health: HealthChecker | None = None
 
     # -- ASGI ---------------------------------------------------------------------------------
@@ -76,9 +76,13 @@ class RouterApp:
 
     async def start(self) -> None:
         s = self.settings
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(s.request_timeout_s, connect=s.connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
+        # aiohttp on the hot path: per-item reward calls through the router ran at 606/s with httpx and
+        # 6,492/s direct to a server on 2 cores (docs/benchmarks.md); bytes pass through undecoded.
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=s.request_timeout_s, sock_connect=s.connect_timeout_s),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
         self.health = HealthChecker(self.pool, self.client, s.health_interval_s, s.health_timeout_s)
         await self.health.start()
@@ -89,7 +93,7 @@ class RouterApp:
         if self.health:
             await self.health.stop()
         if self.client:
-            await self.client.aclose()
+            await self.client.close()
 
     # -- operational routes -------------------------------------------------------------------
 
@@ -112,31 +116,31 @@ class RouterApp:
 
     async def _proxy(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         body = await self._read_body(scope, receive)
-        headers = [(k, v) for k, v in scope["headers"] if k not in _HOP]
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP]
         target = scope["path"] + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
-        info = RequestInfo(scope["path"], body, {k.decode(): v.decode("latin-1") for k, v in headers})
+        info = RequestInfo(scope["path"], body, dict(headers))
         start = time.perf_counter()
         worker, resp = await self._open(scope["method"], target, headers, body, info)
-        status = resp.status_code
+        status = resp.status
         try:
-            out_headers = [(k, v) for k, v in resp.headers.raw if k.lower() not in _RESPONSE_SKIP]
+            out_headers = [(k, v) for k, v in resp.raw_headers if k.lower() not in _RESPONSE_SKIP]
             await send({"type": "http.response.start", "status": status, "headers": out_headers})
-            async for chunk in resp.aiter_raw():  # streamed through unbuffered (SSE included)
+            async for chunk in resp.content.iter_any():  # streamed through unbuffered (SSE included)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except httpx.HTTPError as exc:  # upstream died mid-body: nothing can be retried now
+        except (aiohttp.ClientError, TimeoutError) as exc:  # upstream died mid-body: nothing can be retried now
             log.warning("upstream %s failed mid-response: %r", worker.url, exc)
             worker.mark_failed()
             status = 502
         finally:
-            await resp.aclose()
+            resp.release()
             worker.in_flight -= 1
             self.metrics.requests.labels(status=str(status), worker=worker.url).inc()
             self.metrics.latency.observe(time.perf_counter() - start)
 
     async def _open(
-        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, info: RequestInfo
-    ) -> tuple[Worker, httpx.Response]:
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, info: RequestInfo
+    ) -> tuple[Worker, aiohttp.ClientResponse]:
         """Send to a worker, failing over to untried ones; the caller owns the worker's in-flight slot."""
         assert self.client is not None
         tried: set[Worker] = set()
@@ -150,10 +154,9 @@ class RouterApp:
             worker = self.policy.select(candidates, info)
             tried.add(worker)
             worker.in_flight += 1
-            request = self.client.build_request(method, worker.url + target, headers=headers, content=body)
             try:
-                resp = await self.client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                resp = await self.client.request(method, worker.url + target, headers=headers, data=body)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 worker.in_flight -= 1
                 worker.mark_failed()
                 last_error = f"worker {worker.url} unreachable: {exc!r}"
@@ -163,10 +166,10 @@ class RouterApp:
                 worker.in_flight -= 1
                 raise
             last = attempt == self.settings.max_attempts - 1 or not self.pool.ready(exclude=tried)
-            if resp.status_code in _RETRY_STATUS and not last:
-                await resp.aclose()
+            if resp.status in _RETRY_STATUS and not last:
+                resp.release()
                 worker.in_flight -= 1
-                last_error = f"worker {worker.url} answered {resp.status_code}"
+                last_error = f"worker {worker.url} answered {resp.status}"
                 continue
             worker.mark_ok()
             return worker, resp

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import httpx
+import aiohttp
 
 from router.workers import Worker, WorkerPool
 
@@ -13,16 +13,17 @@ log = logging.getLogger("genrm.router.health")
 
 
 class HealthChecker:
-    def __init__(self, pool: WorkerPool, client: httpx.AsyncClient, interval_s: float, timeout_s: float):
+    def __init__(self, pool: WorkerPool, client: aiohttp.ClientSession, interval_s: float, timeout_s: float):
         self.pool, self.client = pool, client
         self.interval_s, self.timeout_s = interval_s, timeout_s
         self._task: asyncio.Task | None = None
 
     async def probe(self, worker: Worker) -> bool:
         try:
-            resp = await self.client.get(worker.url + "/ready", timeout=self.timeout_s)
-            ok = resp.status_code == 200
-        except httpx.HTTPError:
+            async with self.client.get(worker.url + "/ready",
+                                       timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+                ok = resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             ok = False
         if ok != worker.ready:
             log.info("worker %s is %s", worker.url, "ready" if ok else "NOT ready")
