@@ -21,7 +21,7 @@ EPILOG = """examples:
   genrm serve --model ./tiny --port 8001
   genrm serve --engine openai --upstream-url http://127.0.0.1:8000/v1
   genrm route --workers http://127.0.0.1:8001 http://127.0.0.1:8002 --port 9000
-  genrm demo                                  # start a stack, send a demo batch, print a table
+  genrm demo                                  # start a stack, score a demo batch of rewards, print a table
 """
 
 
@@ -94,8 +94,9 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise SettingsError(f"{out} exists and is not empty (use --force to overwrite)")
-    write_tiny_model(out, seed=args.seed)
-    print(f"wrote {out} ({WARNING})")
+    write_tiny_model(out, seed=args.seed, classifier=args.classifier)
+    kind = "sequence-classification reward model for the disrm recipe; " if args.classifier else ""
+    print(f"wrote {out} ({kind}{WARNING})")
     return 0
 
 
@@ -103,7 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
     _setup_logging("warning")
-    return run_demo(replicas=args.replicas, model=args.model, requests=args.requests, max_tokens=args.max_tokens)
+    return run_demo(replicas=args.replicas, model=args.model, judge_max_tokens=args.judge_max_tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,13 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="Output directory.")
     p.add_argument("--seed", type=int, default=0, help="Weight initialisation seed [default: 0].")
     p.add_argument("--force", action="store_true", help="Write into a non-empty directory.")
+    p.add_argument("--classifier", action="store_true",
+                   help="Write a one-label LlamaForSequenceClassification instead: a discriminative reward model "
+                   "(disrm recipe).")
     p.set_defaults(func=cmd_tiny_model)
 
-    p = sub.add_parser("demo", help="Start a local stack, send a demo batch of judge calls, print a table.")
+    p = sub.add_parser("demo", help="Start a local stack, score a demo batch of rewards, print a table.")
     p.add_argument("--replicas", type=int, default=2, help="GenRM servers [default: 2].")
     p.add_argument("--model", default=None, help="Local model directory [default: the tiny model].")
-    p.add_argument("--requests", type=int, default=16, help="Judge calls to send [default: 16].")
-    p.add_argument("--max-tokens", type=int, default=48, help="Tokens per judge answer [default: 48].")
+    p.add_argument("--judge-max-tokens", type=int, default=48,
+                   help="Tokens per judge answer [default: 48; real FAPO judges use 16384].")
     p.set_defaults(func=cmd_demo)
     return parser
 

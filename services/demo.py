@@ -1,7 +1,9 @@
-"""``genrm demo``: start a local stack, send a batch of judge calls through the client, print a table.
+"""``genrm demo``: start a local stack, score a GRPO-shaped batch of rewards through it, print a table.
 
-The prompts are the verdict-judge template of ``specs/fapo-judge.md`` over a few math solutions; with
-the embedded tiny model the verdicts are random text — the point is the path, not the judgments.
+The batch is 4 problems x 4 sampled solutions scored with the ``fapo`` recipe: the math rule first, then
+the GenRM judge for correct training samples. With the embedded tiny model the judge's text is random, so
+its verdicts come back unparsable (``judge_ok = false``, the rule score kept and counted) — the point is the
+path, not the judgments. ``--model DIR`` with a real FAPO GenRM gives real ones.
 """
 
 from __future__ import annotations
@@ -13,56 +15,53 @@ import time
 from services.local_stack import LocalStack
 from trainer_client import AsyncGenRMClient
 
-VERDICT_PROMPT = (
-    "The following is a math problem and an AI solution:\n\n[Math Problem]\n\n{problem}\n\n[AI Solution]\n\n"
-    "{solution}\n\nYour task is to review and critique the solution step by step, and output whether the AI "
-    "solution is correct.\n\nPlease put your final answer (i.e., 'True' or 'False') in \\boxed{{}}."
-)
-
-SAMPLES = [
-    ("What is 17 * 23?", "Step 1: 17 * 20 = 340. Step 2: 17 * 3 = 51. Step 3: 340 + 51 = \\boxed{391}."),
-    ("Solve 2x + 3 = 11.", "Step 1: 2x = 8. Step 2: x = \\boxed{4}."),
-    ("What is the sum of the first 10 positive integers?", "Step 1: 10 * 11 / 2 = \\boxed{55}."),
-    ("Compute 2^10.", "Step 1: 2^10 = 1000, so the answer is \\boxed{1000}."),
+PROBLEMS = [
+    ("What is 17 * 23?", "391", ["391", "391", "401", "391"]),
+    ("Solve 2x + 3 = 11 for x.", "4", ["4", "x = 4", "7", "\\frac{8}{2}"]),
+    ("What is the sum of the first 10 positive integers?", "55", ["55", "45", "55", "55"]),
+    ("Compute 2^10.", "1024", ["1024", "1000", "1{,}024", "2048"]),
 ]
 
 
-async def _send(url: str, requests: int, max_tokens: int) -> list[tuple[int, str, float, object]]:
+def samples() -> list[dict]:
+    out = []
+    for group, (problem, truth, answers) in enumerate(PROBLEMS):
+        for answer in answers:
+            solution = f"Step 0: Work through the problem.\nStep 1: The result is \\boxed{{{answer}}}."
+            out.append({"recipe": "fapo", "question": problem, "solution": solution, "ground_truth": truth,
+                        "group_id": str(group), "extra_info": {"split": "train"}})
+    return out
+
+
+async def _score(url: str) -> tuple[str, list, float]:
     async with AsyncGenRMClient(url) as client:
-        models = await client.models()
-
-        async def one(i: int):
-            problem, solution = SAMPLES[i % len(SAMPLES)]
-            messages = [{"role": "user", "content": VERDICT_PROMPT.format(problem=problem, solution=solution)}]
-            t0 = time.perf_counter()
-            resp = await client.chat(messages, max_tokens=max_tokens, temperature=0.7, seed=i)
-            return i, problem, time.perf_counter() - t0, resp
-
-        print(f"model: {models.data[0].id}; sending {requests} judge calls concurrently")
-        return list(await asyncio.gather(*(one(i) for i in range(requests))))
+        model = (await client.models()).data[0].id
+        t0 = time.perf_counter()
+        batch = await client.reward_batch(samples())
+        return model, batch.results, time.perf_counter() - t0
 
 
-def run_demo(*, replicas: int = 2, model: str | None = None, requests: int = 16, max_tokens: int = 48) -> int:
+def run_demo(*, replicas: int = 2, model: str | None = None, judge_max_tokens: int = 48) -> int:
     with tempfile.TemporaryDirectory(prefix="genrm-demo-") as logs:
         print(f"starting {replicas} GenRM servers + router (logs in {logs}) ...", flush=True)
         t0 = time.perf_counter()
-        with LocalStack(replicas, model, log_dir=logs) as stack:
+        args = ["--judge-max-tokens", str(judge_max_tokens)]
+        with LocalStack(replicas, model, log_dir=logs, server_args=args) as stack:
             print(f"router ready: {stack.url} ({time.perf_counter() - t0:.1f}s)", flush=True)
-            t1 = time.perf_counter()
-            rows = asyncio.run(_send(stack.url, requests, max_tokens))
-            wall = time.perf_counter() - t1
-        print()
-        print(f"{'#':>3}  {'problem':<48} {'tokens':>6} {'finish':>7} {'latency':>9}  answer")
-        total = 0
-        for i, problem, latency, resp in rows:
-            choice = resp.choices[0]
-            total += resp.usage.completion_tokens
-            answer = (choice.message.content or "").replace("\n", " ")[:28]
-            print(f"{i:>3}  {problem[:48]:<48} {resp.usage.completion_tokens:>6} {choice.finish_reason:>7} "
-                  f"{latency * 1000:>7.0f}ms  {answer!r}")
-        print(f"\n{requests} judge calls, {total} tokens in {wall:.2f}s: {requests / wall:.1f} calls/s, "
-              f"{total / wall:.0f} tokens/s")
-        if model is None:
-            print("note: the embedded tiny model has random weights, so its verdicts are meaningless; "
-                  "run `genrm demo --model DIR` with a real GenRM for real judgments.")
+            served, results, wall = asyncio.run(_score(stack.url))
+    rows = samples()
+    print(f"\nmodel: {served}; {len(rows)} samples (4 prompts x 4 responses), recipe fapo, {wall:.2f}s\n")
+    print(f"{'problem':<44} {'answer':>12} {'truth':>6} {'score':>6} {'acc':>5} {'judged':>6} {'judge_ok':>8}")
+    for sample, item in zip(rows, results, strict=True):
+        if item.error is not None:
+            print(f"{sample['question'][:44]:<44} error: {item.error.message}")
+            continue
+        r = item.result or {}
+        answer = sample["solution"].rsplit("\\boxed{", 1)[1][:-2]
+        print(f"{sample['question'][:44]:<44} {answer:>12} {sample['ground_truth']:>6} {r['score']:>6.1f} "
+              f"{r['acc']!s:>5} {r['judge_asked']!s:>6} {r['judge_ok']!s:>8}")
+    if model is None:
+        print("\nnote: the embedded tiny model has random weights: its judge verdicts are unparsable noise, so "
+              "judged samples keep the rule score with judge_ok=False. Run `genrm demo --model DIR` with a real "
+              "FAPO GenRM for real judgments.")
     return 0

@@ -14,7 +14,13 @@ import httpx
 
 from trainer_client._transport import RETRY_STATUS, ClientConfig, decode, retry_delay
 from trainer_client.errors import GenRMError
-from trainer_client.protocol import ChatCompletionResponse, CompletionResponse, ModelList
+from trainer_client.protocol import (
+    ChatCompletionResponse,
+    CompletionResponse,
+    ModelList,
+    RewardBatchResponse,
+    RewardResult,
+)
 
 Messages = Sequence[dict[str, Any]]
 
@@ -80,6 +86,15 @@ class AsyncGenRMClient:
 
     async def models(self) -> ModelList:
         return ModelList.model_validate(await self._call("GET", "/v1/models"))
+
+    async def reward(self, sample: dict[str, Any]) -> RewardResult:
+        """Score one sample (``/v1/reward``); see ``RewardRequest`` for the fields."""
+        return RewardResult.model_validate(await self._call("POST", "/v1/reward", sample))
+
+    async def reward_batch(self, samples: Sequence[dict[str, Any]]) -> RewardBatchResponse:
+        """Score many samples in one request; results in order, item-level errors kept."""
+        data = await self._call("POST", "/v1/reward/batch", {"samples": list(samples)})
+        return RewardBatchResponse.model_validate(data)
 
     async def chat_batch(
         self, conversations: Sequence[Messages], *, concurrency: int = 32, **params: Any
