@@ -20,3 +20,4 @@ lint: setup
 
 bench: setup
 	.venv/bin/python bench/engine_bench.py
+	.venv/bin/python bench/reward_bench.py

@@ -76,10 +76,15 @@ def write_tiny_model(
     kv_heads: int = 2,
     max_position_embeddings: int = 4096,
     seed: int = 0,
+    classifier: bool = False,
 ) -> Path:
-    """Write tokenizer, config, generation config and random weights to ``out_dir``."""
+    """Write tokenizer, config, generation config and random weights to ``out_dir``.
+
+    ``classifier``: a ``LlamaForSequenceClassification`` with one label instead (a discriminative reward
+    model for the ``disrm`` recipe; same tokenizer, ``pad_token_id`` set so batched scoring finds each last token).
+    """
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,10 +103,14 @@ def write_tiny_model(
         eos_token_id=eos_ids,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        **({"num_labels": 1} if classifier else {}),
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
+    if classifier:
+        model = LlamaForSequenceClassification(config)
+    else:
+        model = LlamaForCausalLM(config)
+        model.generation_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(out)
     (out / "GENRM_TINY_MODEL.json").write_text(json.dumps({"warning": WARNING, "seed": seed}, indent=2) + "\n")
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.settings_io import ComponentSettings
@@ -53,6 +53,10 @@ class ServerSettings(ComponentSettings):
     upstream_max_connections: int = Field(256, ge=1, description="openai engine: pooled connections.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm engine: share of GPU memory.")
     enable_prefix_caching: bool = Field(True, description="vllm engine: automatic prefix caching.")
+    recipes_file: str | None = Field(
+        None, description="YAML file of custom judge recipes (`recipes: [...]`, see recipes/custom.py), served "
+        "beside the built-ins. A bad file stops the server with a message naming the file, recipe and field.",
+    )
     recipe: str = Field("math", description="Default recipe of the reward API (GET /v1/recipes lists them).")
     math_mode: Literal["boxed", "answer", "answer_or_boxed", "math_verify"] = Field(
         "boxed", description="math recipe: answer extraction (specs/math-rule.md), or symbolic math_verify."
@@ -65,13 +69,25 @@ class ServerSettings(ComponentSettings):
     fapo_flaw_penalty: float = Field(1.0, ge=0, description="fapo recipe: subtracted from +1 for a flawed positive.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
 
+    @field_validator("recipes_file")
+    @classmethod
+    def _recipes_file_loads(cls, v: str | None) -> str | None:
+        from services.genrm_server.recipes.custom import load_custom_recipes
+
+        if v:
+            load_custom_recipes(v)  # a bad file is a settings error (exit 2) naming the file, recipe and field
+        return v
+
     @field_validator("recipe")
     @classmethod
-    def _known_recipe(cls, v: str) -> str:
+    def _known_recipe(cls, v: str, info: ValidationInfo) -> str:
         from services.genrm_server.recipes import RECIPES
+        from services.genrm_server.recipes.custom import load_custom_recipes
 
-        if v not in RECIPES:
-            raise ValueError(f"unknown recipe {v!r}; choose one of {', '.join(RECIPES)}")
+        path = info.data.get("recipes_file")  # validated before `recipe` (declared above it)
+        names = [*RECIPES, *(r.name for r in load_custom_recipes(path))] if path else list(RECIPES)
+        if v not in names:
+            raise ValueError(f"unknown recipe {v!r}; choose one of {', '.join(names)}")
         return v
 
     @model_validator(mode="after")

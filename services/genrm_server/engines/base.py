@@ -110,3 +110,12 @@ class Engine(abc.ABC):
 
         Closing the iterator early (client gone) must free the sequence's slot in the engine.
         """
+
+    async def classify(self, texts: list[str]) -> list[float]:
+        """One scalar per text from a sequence-classification reward model (the ``disrm`` recipe).
+
+        Optional: engines serving a generative model keep this default, which rejects the request.
+        """
+        raise EngineInputError(
+            f"model '{self.model_name}' is not a sequence-classification reward model", param="recipe"
+        )

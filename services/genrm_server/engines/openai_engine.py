@@ -39,6 +39,7 @@ class OpenAIEngine(Engine):
         self._client: httpx.AsyncClient | None = None
         self._ready = False
         self._in_flight = 0
+        self._classify_url: str | None = None  # the upstream's classification URL, once one answered
 
     async def start(self) -> None:
         s = self.settings
@@ -115,6 +116,48 @@ class OpenAIEngine(Engine):
         finally:
             self._in_flight -= 1
 
+    async def classify(self, texts: list[str]) -> list[float]:
+        """Scalar rewards from the upstream's classification API (vLLM ``/classify``, SGLang ``/v1/classify``).
+
+        ``use_activation: false`` asks vLLM for the raw logit (by default it applies a sigmoid to a
+        one-label model); ``data[i]["probs"][0]`` is the scalar of ``texts[i]``.
+        """
+        assert self._client is not None, "engine not started"
+        if not texts:
+            return []
+        body = {"model": self._upstream_model or self.model_name, "input": texts, "use_activation": False}
+        urls = [self._classify_url] if self._classify_url else _classify_urls(self.base_url)
+        self._in_flight += 1
+        try:
+            for url in urls:
+                resp = await self._client.post(url, json=body)
+                if resp.status_code != 404 or url == urls[-1]:
+                    break
+        except httpx.TimeoutException as exc:
+            raise EngineUnavailable(f"upstream {urls[0]} timed out: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            self._ready = False
+            raise EngineUnavailable(f"upstream {urls[0]} unreachable: {exc!r}") from exc
+        finally:
+            self._in_flight -= 1
+        if resp.status_code == 404:
+            raise EngineInputError(
+                f"model '{self.model_name}' is not served as a sequence-classification reward model: "
+                f"{_upstream_error(url, resp).message} (tried {' and '.join(urls)})",
+                param="recipe",
+            )
+        if resp.status_code >= 400:
+            raise _upstream_error(url, resp)
+        self._classify_url = url
+        try:
+            data = sorted(resp.json()["data"], key=lambda d: d["index"])
+            scores = [float(d["probs"][0]) for d in data]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise EngineError(f"upstream {url} sent a malformed classification response: {exc!r}") from exc
+        if len(scores) != len(texts):
+            raise EngineError(f"upstream {url} returned {len(scores)} classifications for {len(texts)} inputs")
+        return scores
+
     async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Delta]:
         assert self._client is not None
         url = self.base_url + path
@@ -151,6 +194,14 @@ class OpenAIEngine(Engine):
         finish.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         finish.completion_tokens = int(usage.get("completion_tokens") or 0)
         yield finish
+
+
+def _classify_urls(base_url: str) -> list[str]:
+    """``{base}/classify`` first; vLLM serves it at the root, beside (not under) ``/v1``."""
+    urls = [base_url + "/classify"]
+    if base_url.endswith("/v1"):
+        urls.append(base_url[: -len("/v1")] + "/classify")
+    return urls
 
 
 def _upstream_error(url: str, resp: httpx.Response) -> EngineError:

@@ -60,6 +60,7 @@ class TransformersEngine(Engine):
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._wakeup = asyncio.Event()
         self._running = 0
+        self._classifier: Any = None  # a ClassifierBatcher when the model is a sequence-classification RM
         self._active: list[_Sequence] = []
         self._stopping = False
         self._scheduler: asyncio.Task | None = None
@@ -78,6 +79,8 @@ class TransformersEngine(Engine):
     async def stop(self) -> None:
         self._ready = False
         self._stopping = True
+        if self._classifier is not None:
+            await self._classifier.stop()
         if self._scheduler:
             self._scheduler.cancel()
             await asyncio.gather(self._scheduler, return_exceptions=True)
@@ -92,15 +95,23 @@ class TransformersEngine(Engine):
 
     @property
     def num_running(self) -> int:
-        return self._running
+        return self._classifier.running if self._classifier is not None else self._running
 
     @property
     def num_waiting(self) -> int:
-        return len(self._waiting)
+        return self._classifier.waiting if self._classifier is not None else len(self._waiting)
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+            GenerationConfig,
+        )
+
+        from services.genrm_server.engines.classifier import ClassifierBatcher
 
         s = self.settings
         if s.torch_threads:
@@ -116,7 +127,11 @@ class TransformersEngine(Engine):
         self.tokenizer = AutoTokenizer.from_pretrained(s.model, local_files_only=True)
         # A second instance for the compute thread: fast tokenizers must not be shared across threads.
         self._detok_tokenizer = AutoTokenizer.from_pretrained(s.model, local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(s.model, dtype=dtype, local_files_only=True)
+        # A `*ForSequenceClassification` checkpoint is a discriminative reward model: scored, never sampled.
+        archs = AutoConfig.from_pretrained(s.model, local_files_only=True).architectures or []
+        is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
+        auto_cls = AutoModelForSequenceClassification if is_classifier else AutoModelForCausalLM
+        self.model = auto_cls.from_pretrained(s.model, dtype=dtype, local_files_only=True)
         self.model.to(device).eval()
         self.device = torch.device(device)
         cfg = self.model.config
@@ -133,10 +148,30 @@ class TransformersEngine(Engine):
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = next(iter(self.eos_ids), 0)
+        if is_classifier:
+            text_cfg = cfg.get_text_config()
+            if text_cfg.pad_token_id is None:  # HF pools each row's last non-pad token: padding must be known
+                log.warning("%s sets no pad_token_id; padding with token %d", s.model, self.pad_id)
+                text_cfg.pad_token_id = self.pad_id
+            self._classifier = ClassifierBatcher(
+                self.model, self._detok_tokenizer, self._executor, device=self.device,
+                pad_id=int(text_cfg.pad_token_id), max_len=self.max_model_len, max_batch_size=s.max_batch_size,
+                max_wait_ms=s.max_wait_ms, model_name=self.model_name,
+                on_batch=lambda n: self.on_batch(n) if self.on_batch else None,
+            )
         log.info(
-            "loaded %s from %s on %s (%s) in %.1fs; context %d tokens",
-            self.model_name, s.model, device, dtype, time.perf_counter() - t0, self.max_model_len,
+            "loaded %s%s from %s on %s (%s) in %.1fs; context %d tokens",
+            self.model_name, " (reward model)" if is_classifier else "", s.model, device, dtype,
+            time.perf_counter() - t0, self.max_model_len,
         )
+
+    async def classify(self, texts: list[str]) -> list[float]:
+        """Scalar rewards of a sequence-classification model; concurrent calls share forwards."""
+        if not self._ready:
+            raise EngineUnavailable("model is not loaded yet")
+        if self._classifier is None:
+            return await super().classify(texts)  # a generative model: rejected
+        return await self._classifier.classify(texts)
 
     # -- request path (event loop) ------------------------------------------------------------
 
@@ -155,6 +190,12 @@ class TransformersEngine(Engine):
     async def generate(self, inp: GenerationInput, params: SamplingParams) -> AsyncIterator[Delta]:
         if not self._ready:
             raise EngineUnavailable("model is not loaded yet")
+        if self._classifier is not None:
+            raise EngineInputError(
+                f"model '{self.model_name}' is a reward model (sequence classification) and does not generate "
+                "text; use the disrm recipe of /v1/reward",
+                param="model",
+            )
         prompt_ids = self._encode(inp)
         param = "messages" if inp.messages is not None else "prompt"
         if not prompt_ids:
