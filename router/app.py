@@ -76,8 +76,8 @@ class RouterApp:
 
     async def start(self) -> None:
         s = self.settings
-        # aiohttp on the hot path: per-item reward calls through the router ran at 606/s with httpx and
-        # 6,492/s direct to a server on 2 cores (docs/benchmarks.md); bytes pass through undecoded.
+        # aiohttp on the hot path: per-item reward calls through the router ran at 594/s with httpx and
+        # 4,164/s with aiohttp on 2 cores (docs/benchmarks.md); bytes pass through undecoded.
         self.client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=s.request_timeout_s, sock_connect=s.connect_timeout_s),
