@@ -70,6 +70,7 @@ RECIPES_YAML = textwrap.dedent("""\
         parser: {type: last_boxed}
         mapping: {type: number}
         gate: {math: {mode: boxed, when: incorrect}}
+        overlong: {max_resp_len: 100, buffer_len: 20, penalty_factor: 1.0}
     """)
 
 
@@ -106,6 +107,7 @@ def test_a_valid_file_loads_into_listable_recipes(tmp_path):
     path.write_text(RECIPES_YAML)
     gated, regex, wrong_only = load_custom_recipes(path)
     assert (gated.name, regex.name, wrong_only.name) == ("gated_verdict", "regex_score", "wrong_only")
+    assert wrong_only.keys[-1] == "overlong_penalty" and wrong_only.overlong.buffer_len == 20
     assert gated.description.startswith("Math rule first") and gated.uses_judge and regex.uses_judge
     assert gated.keys == ("acc", "pred", "parsed", "judge_ok", "judge_asked")
     assert gated.log_keys == ("acc", "judge_ok", "judge_asked")
@@ -116,7 +118,7 @@ def test_a_valid_file_loads_into_listable_recipes(tmp_path):
         "name": "gated_verdict", "description": gated.description, "template": GATED_TEMPLATE, "max_tokens": 64,
         "temperature": 0.0, "parser": {"type": "last_boxed"},
         "mapping": {"type": "table", "values": {"True": 1.0, "False": 0.0}, "default": 0.0}, "failure_score": 0.5,
-        "gate": {"math": {"mode": "boxed", "when": "correct"}}, "skip_splits": ["test"],
+        "gate": {"math": {"mode": "boxed", "when": "correct"}}, "skip_splits": ["test"], "overlong": None,
     }
     assert (gated.extra_keys, regex.extra_keys) == (("split",), ("rubric",))  # the judge-result cache key
 
@@ -445,11 +447,11 @@ def test_end_to_end_bad_recipes_file_stops_the_server(judge, logs, tmp_path):
 def test_end_to_end_gate_when_incorrect_judges_only_wrong_answers(custom_server, judge):
     before = len(_prompts(judge))
     right = _reward(custom_server, "wrong_only", question="2+2?", ground_truth="4",
-                    solution=_correct("wo-right", "\\boxed{0.25}"))
+                    solution=_correct("wo-right", "\\boxed{0.25}"), extra_info={"response_length": 10})
     assert (right["score"], right["judge_asked"], right["acc"]) == (1.0, False, True)
     assert len(_prompts(judge)) == before
     wrong = _reward(custom_server, "wrong_only", question="2+2?", ground_truth="5",
-                    solution=_correct("wo-wrong", "\\boxed{0.25}"))
+                    solution=_correct("wo-wrong", "\\boxed{0.25}"), extra_info={"response_length": 10})
     assert (wrong["score"], wrong["judge_asked"], wrong["parsed"], wrong["acc"]) == (0.25, True, "0.25", False)
     assert len(_prompts(judge)) == before + 1
 
@@ -458,3 +460,12 @@ def test_end_to_end_gate_requires_ground_truth(custom_server):
     resp = httpx.post(custom_server.url + "/v1/reward", timeout=30,
                       json={"recipe": "gated_verdict", "question": "2+2?", "solution": "\\boxed{4}"})
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "ground_truth"
+
+
+def test_end_to_end_recipe_level_overlong_shaping(custom_server):
+    sample = {"question": "2+2?", "ground_truth": "4", "solution": _correct("wo-long", "\\boxed{0}")}
+    shaped = _reward(custom_server, "wrong_only", **sample, extra_info={"response_length": 90})
+    assert (shaped["score"], shaped["overlong_penalty"]) == (0.5, -0.5)  # rule +1, penalty -(90-80)/20
+    own = _reward(custom_server, "wrong_only", **sample, extra_info={"response_length": 90},
+                  overlong={"max_resp_len": 200, "buffer_len": 20})
+    assert own["overlong_penalty"] == 0.0  # the request's own shaping wins over the recipe's

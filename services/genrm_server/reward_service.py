@@ -44,7 +44,7 @@ class RewardService:
     async def score(self, sample: RewardRequest) -> dict[str, Any]:
         recipe = self.recipe(sample.recipe)
         try:
-            result = apply_overlong(sample, await self._score_cached(recipe, sample))
+            result = apply_overlong(sample, await self._score_cached(recipe, sample), recipe.overlong)
         except RecipeInputError:
             self.metrics.samples.labels(recipe=recipe.name, outcome="error").inc()
             raise

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from services.genrm_server.engines import Engine, EngineError, EngineInputError, GenerationInput, SamplingParams
-from trainer_client.protocol import RewardRequest
+from trainer_client.protocol import OverlongShaping, RewardRequest
 
 
 class RecipeInputError(Exception):
@@ -82,6 +82,8 @@ class Recipe(abc.ABC):
     uses_judge: ClassVar[bool] = False
     # extra_info fields the result depends on (the cache key); None = all of extra_info.
     extra_keys: ClassVar[tuple[str, ...] | None] = None
+    # Recipe-level DAPO overlong shaping (custom recipes can set it); a request's own ``overlong`` wins.
+    overlong: OverlongShaping | None = None
 
     def settings(self) -> dict[str, Any]:
         """The recipe's settings as shown by ``GET /v1/recipes``."""

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from services.genrm_server.recipes.base import Judge, Recipe, RecipeInputError, require
 from trainer_client.math_rule import MathResult, compute_math, last_boxed
-from trainer_client.protocol import RewardRequest
+from trainer_client.protocol import OverlongShaping, RewardRequest
 
 # Built-in names are listed here as well as read from the registry: the registry imports this module.
 BUILTIN_RECIPE_NAMES: tuple[str, ...] = ("math", "fapo", "genrm_verdict", "fapo_judge_train", "disrm")
@@ -196,6 +196,7 @@ class CustomRecipeSpec(_Spec):
     failure_score: Score = 0.0
     gate: GateSpec | None = None
     skip_splits: list[str] = Field(default_factory=list)
+    overlong: OverlongShaping | None = None  # DAPO shaping for every sample of this recipe (a request's wins)
 
     @field_validator("name")
     @classmethod
@@ -235,12 +236,14 @@ class CustomRecipe(Recipe):
         self.name = spec.name
         self.description = spec.description
         gated = spec.gate is not None
-        self.keys = (*(("acc", "pred") if gated else ()), "parsed", "judge_ok", "judge_asked")
-        self.log_keys = (*(("acc",) if gated else ()), "judge_ok", "judge_asked")
+        shaped = ("overlong_penalty",) if spec.overlong else ()  # added by the service after scoring
+        self.keys = (*(("acc", "pred") if gated else ()), "parsed", "judge_ok", "judge_asked", *shaped)
+        self.log_keys = (*(("acc",) if gated else ()), "judge_ok", "judge_asked", *shaped)
         self._fields = tuple(dict.fromkeys(template_fields(spec.template)))  # in order: the first missing one is named
         # What the result reads from extra_info (the server's judge-result cache key): template keys and the split.
         used = {f.partition(".")[2] for f in self._fields if f.startswith("extra_info.")}
         self.extra_keys = tuple(sorted(used | ({"split"} if spec.skip_splits else set())))
+        self.overlong = spec.overlong
 
     def settings(self) -> dict[str, Any]:
         return self.spec.model_dump()

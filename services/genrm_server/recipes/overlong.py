@@ -16,8 +16,12 @@ def overlong_penalty(length: int, shaping: OverlongShaping) -> float:
     return min(-(length - expected) / shaping.buffer_len * shaping.penalty_factor, 0.0)
 
 
-def apply_overlong(sample: RewardRequest, result: dict[str, Any]) -> dict[str, Any]:
-    if sample.overlong is None:
+def apply_overlong(
+    sample: RewardRequest, result: dict[str, Any], default: OverlongShaping | None = None
+) -> dict[str, Any]:
+    """Add the penalty when the request (or else the recipe, ``default``) asks for shaping."""
+    shaping = sample.overlong or default
+    if shaping is None:
         return result
     length = sample.extra_info.get("response_length")
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:
@@ -25,5 +29,5 @@ def apply_overlong(sample: RewardRequest, result: dict[str, Any]) -> dict[str, A
             "overlong shaping needs extra_info.response_length (the response's token count, an integer >= 0)",
             "extra_info.response_length",
         )
-    penalty = overlong_penalty(length, sample.overlong)
+    penalty = overlong_penalty(length, shaping)
     return {**result, "score": result["score"] + penalty, "overlong_penalty": penalty}
