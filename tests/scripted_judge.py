@@ -1,8 +1,10 @@
 """A scripted OpenAI-compatible judge, run as a real process by the tests (``python tests/scripted_judge.py PORT``).
 
 Its reply is chosen by the prompt: text between ``<<reply:`` and ``>>`` is answered verbatim, ``<<sleep:S>>``
-delays the answer by S seconds; otherwise it answers ``\\boxed{-1}``. Prompts received are kept and served
-at ``GET /prompts`` so tests can see exactly what the judge was asked. Streams like vLLM (SSE, usage chunk).
+delays the answer by S seconds, ``<<context_error>>`` refuses any request that sets max_tokens the way vLLM
+does when prompt + max_tokens exceeds its context; otherwise it answers ``\\boxed{-1}``. Prompts received
+are kept and served at ``GET /prompts`` so tests can see exactly what the judge was asked. Streams like
+vLLM (SSE, usage chunk).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 app = FastAPI()
 PROMPTS: list[str] = []
@@ -41,6 +43,12 @@ async def chat(request: Request):
     body = await request.json()
     prompt = body["messages"][-1]["content"]
     PROMPTS.append(prompt)
+    if "<<context_error>>" in prompt and body.get("max_tokens") is not None:  # vLLM's answer, param null
+        asked = body["max_tokens"]
+        message = (f"This model's maximum context length is 32768 tokens. However, you requested "
+                   f"{asked + 1000} tokens (1000 in the messages, {asked} in the completion).")
+        return JSONResponse({"error": {"message": message, "type": "BadRequestError", "param": None, "code": 400}},
+                            status_code=400)
     text, delay = _reply_for(prompt)
     await asyncio.sleep(delay)
     head = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": "scripted-judge"}

@@ -116,8 +116,12 @@ def test_fapo_critique_and_failure_metrics(fapo_server):
 
 def test_fapo_flaw_penalty_is_a_setting(judge, logs):
     server = start_server(judge.url, logs, "--engine", "openai", "--upstream-url", judge.url + "/v1",
-                          "--fapo-flaw-penalty", "0.5", name="fapo-half")
+                          "--fapo-flaw-penalty", "0.5", "--judge-timeout-s", "1", name="fapo-half")
     try:
+        t0 = time.monotonic()
+        slow = _reward(server.url, recipe="fapo", question=QUESTION, solution=_correct("<<sleep:4>> deadline"),
+                       ground_truth="4").json()
+        assert (slow["judge_ok"], slow["score"]) == (False, 1.0) and time.monotonic() - t0 < 3  # judge deadline
         result = _reward(server.url, recipe="fapo", question=QUESTION, solution=_correct("<<reply:\\boxed{0}>>"),
                          ground_truth="4").json()
         assert (result["score"], result["flawed_positive"]) == (0.5, True)
@@ -190,6 +194,13 @@ def test_fapo_with_the_tiny_model_runs_and_flags_garbage(server):
     ({"ground_truth": "4"}, 400, "solution"),
     ({"solution": "x", "ground_truth": "4", "colour": "red"}, 400, "colour"),
     ({"recipe": "fapo_judge_train", "solution": "\\boxed{1}", "ground_truth": "1"}, 400, "extra_info.num_steps"),
+    ({"recipe": "fapo_judge_train", "solution": "\\boxed{1}", "ground_truth": "+-1", "extra_info": {"num_steps": 3}},
+     400, "ground_truth"),
+    ({"recipe": "fapo_judge_train", "solution": "\\boxed{1}", "ground_truth": "\u00b2", "extra_info": {"num_steps": 3}},
+     400, "ground_truth"),
+    ({"recipe": "fapo_judge_train", "solution": "\\boxed{1}", "ground_truth": "9", "extra_info": {"num_steps": 3}},
+     400, "ground_truth"),  # the label must be a step of the solution: no score outside [-1, 1]
+    ({"recipe": "fapo", "solution": "\\boxed{5}", "ground_truth": "4"}, 400, "question"),  # even when wrong
 ])
 def test_bad_reward_input_names_the_field(server, sample, status, param):
     resp = _reward(server.url, **sample)
@@ -215,6 +226,10 @@ def test_batch_keeps_order_and_item_level_errors(stack):
     assert items[3]["result"]["score"] == -1.0
     empty = httpx.post(stack.url + "/v1/reward/batch", json={"samples": []}, timeout=30)
     assert empty.status_code == 200 and empty.json() == {"results": []}
+
+
+def test_extra_info_null_is_accepted(server):
+    assert _reward(server.url, solution="\\boxed{4}", ground_truth="4", extra_info=None).json()["score"] == 1.0
 
 
 def test_overlong_shaping_is_opt_in(server):
@@ -289,6 +304,13 @@ def test_identical_judge_requests_coalesce_then_hit_the_cache(fapo_server, judge
     assert re.search(r'genrm_reward_cache_hits_total\{kind="coalesced",recipe="fapo"\} 3\.0', text)
     assert re.search(r'genrm_reward_cache_hits_total\{kind="hit",recipe="fapo"\} 1\.0', text)
     assert hits == 0.0
+
+
+def test_judge_budget_over_the_upstream_context_is_retried_without_max_tokens(fapo_server):
+    """vLLM answers 400 with param null when prompt + max_tokens exceeds its context: ask again without it."""
+    result = _reward(fapo_server.url, question=QUESTION, solution=_correct("<<context_error>><<reply:\\boxed{2}>>"),
+                     ground_truth="4").json()
+    assert (result["judge_ok"], result["flawed_positive"], result["score"]) == (True, True, 0.0)
 
 
 def test_failed_judge_results_are_not_cached(fapo_server, judge):

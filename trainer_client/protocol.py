@@ -272,6 +272,11 @@ class RewardRequest(BaseModel):
     return_critique: bool = False
     overlong: OverlongShaping | None = None
 
+    @field_validator("extra_info", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v  # verl passes extra_info=None routinely
+
     @field_validator("ground_truth")
     @classmethod
     def _as_text(cls, v: str | int | float | None) -> str | None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from services.genrm_server.recipes import RecipeInputError
 from services.genrm_server.reward_service import RewardService
 from trainer_client.protocol import (
     RecipeInfo,
@@ -18,6 +18,7 @@ from trainer_client.protocol import (
     RewardBatchResponse,
     RewardRequest,
     RewardResult,
+    error_body,
 )
 
 router = APIRouter()
@@ -105,10 +106,11 @@ async def openrlhf_get_reward(body: OpenRLHFRequest, request: Request,
         samples.append({"recipe": chosen.name, "question": question_of(prompt),
                         "solution": split_openrlhf_query(query, prompt), "ground_truth": label})
     items = await service.score_batch(samples)
-    failed = [it for it in items if it.error is not None]
-    if failed:
-        err = failed[0].error
-        raise RecipeInputError(f"sample {failed[0].index}: {err.message}", err.param or "query")
+    failed = next((it for it in items if it.error is not None), None)
+    if failed is not None and failed.error is not None:  # OpenRLHF wants all or nothing; keep the item's status
+        err = failed.error
+        return JSONResponse(error_body(err.code, f"sample {failed.index}: {err.message}", param=err.param),
+                            status_code=err.code)
     results = [it.result for it in items]
     scores = [r["score"] for r in results]
     # OpenRLHF turns every extra_logs value into a tensor: only the recipe's numeric keys, always the same set.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,6 +18,8 @@ from services.genrm_server.result_cache import CoalescingCache, digest
 from services.genrm_server.settings import ServerSettings
 from trainer_client.protocol import ErrorInfo, RewardBatchItem, RewardRequest
 
+log = logging.getLogger("genrm.rewards")
+
 
 class UnknownRecipe(RecipeInputError):
     pass
@@ -29,7 +32,7 @@ class RewardService:
         self.cache = CoalescingCache(settings.reward_cache_size)
         self.default = settings.recipe
         self.metrics = metrics
-        self.judge = Judge(engine, metrics.on_judge_reply)
+        self.judge = Judge(engine, metrics.on_judge_reply, settings.judge_timeout_s)
         # Judge calls of one batch are bounded so a 10k-item batch cannot flood the engine's queue at once.
         self.batch_concurrency = max(64, settings.max_batch_size * 2)
 
@@ -87,5 +90,9 @@ class RewardService:
             except EngineError as exc:
                 return RewardBatchItem(index=index, error=ErrorInfo(message=exc.message, type="EngineError",
                                                                     param=exc.param, code=exc.status))
+            except Exception as exc:  # one sample's surprise never fails the batch
+                log.exception("scoring item %d failed", index)
+                return RewardBatchItem(index=index, error=ErrorInfo(message=f"internal error: {exc!r}",
+                                                                    type="InternalServerError", code=500))
 
         return list(await asyncio.gather(*(one(i, item) for i, item in enumerate(raw))))

@@ -66,6 +66,9 @@ class ServerSettings(ComponentSettings):
         65536, ge=0, description="Judge results kept for identical samples (LRU; 0 = off). In-flight ones coalesce."
     )
     judge_max_tokens: int = Field(16384, ge=1, description="Judge recipes: max tokens of the judge's answer.")
+    judge_timeout_s: float = Field(
+        1800.0, gt=0, description="Judge recipes: a call past this fails (judge_ok=false), so no sample waits forever."
+    )
     fapo_flaw_penalty: float = Field(1.0, ge=0, description="fapo recipe: subtracted from +1 for a flawed positive.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
 

@@ -212,6 +212,8 @@ def _upstream_error(url: str, resp: httpx.Response) -> EngineError:
     except ValueError:
         message, param = resp.text[:500], None
     text = f"upstream {url} answered {resp.status_code}: {message}"
+    if param is None and ("maximum context length" in message or "max_tokens" in message):
+        param = "max_tokens"  # vLLM leaves param null here; the judge retries without a token budget
     if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
         err: EngineError = EngineInputError(text, param=param)
         err.status = resp.status_code

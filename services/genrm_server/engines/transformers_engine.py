@@ -46,6 +46,7 @@ class _Sequence:
     ids: list[int] = field(default_factory=list)
     held: list[str] = field(default_factory=list)  # text not yet sent (non-incremental sequences)
     generated: int = 0
+    done: bool = False  # its final delta has been emitted
     cancelled: bool = False  # set by the event loop when the client goes away
     enqueued_at: float = field(default_factory=time.monotonic)
 
@@ -61,7 +62,6 @@ class TransformersEngine(Engine):
         self._wakeup = asyncio.Event()
         self._running = 0
         self._classifier: Any = None  # a ClassifierBatcher when the model is a sequence-classification RM
-        self._active: list[_Sequence] = []
         self._stopping = False
         self._scheduler: asyncio.Task | None = None
         # One thread owns the model: torch releases the GIL inside kernels, the loop stays free.
@@ -264,13 +264,10 @@ class TransformersEngine(Engine):
                 continue
             try:
                 await loop.run_in_executor(self._executor, self._run, first)
-            except Exception as exc:  # a model error fails the sequences in flight, never the server
+            except Exception:  # _run has ended its sequences; a model error never takes the server down
                 log.exception("decode run failed")
-                failed = Delta("", finish_reason="abort", stop_reason=f"engine error: {exc}")
-                for seq in {*first, *self._active}:
-                    seq.out.put_nowait(failed)
             finally:
-                self._active, self._running = [], 0
+                self._running = 0
 
     # -- compute thread -------------------------------------------------------------------------
 
@@ -313,7 +310,17 @@ class TransformersEngine(Engine):
         return KVBatch(cache, mask, positions[:, -1] + 1), out.logits[:, -1, :]
 
     def _run(self, first: list[_Sequence]) -> None:
-        """Decode until no sequence is left, admitting waiting ones between steps."""
+        """Decode until no sequence is left; on a model error, end every sequence this run took in."""
+        admitted = list(first)
+        try:
+            self._decode(first, admitted)
+        except Exception as exc:
+            reason = f"engine error: {type(exc).__name__}: {exc}"
+            self._emit([(s, Delta("", finish_reason="abort", stop_reason=reason)) for s in admitted if not s.done])
+            raise
+
+    def _decode(self, first: list[_Sequence], admitted: list[_Sequence]) -> None:
+        """Decode until no sequence is left, admitting waiting ones between steps (recorded in ``admitted``)."""
         import torch
 
         max_bs = self.settings.max_batch_size
@@ -341,7 +348,7 @@ class TransformersEngine(Engine):
                         batch.join(joined)
                         logits = torch.cat([logits, new_logits])
                     active = active + pending
-                self._active, self._running = active, len(active)
+                self._running = len(active)
                 if self.on_batch:
                     self.on_batch(len(active))
                 tokens = self._sample(logits, active).tolist()
@@ -351,7 +358,8 @@ class TransformersEngine(Engine):
                     delta = self._advance(seq, tok)
                     if delta is not None:
                         emitted.append((seq, delta))
-                    if delta is None or delta.finish_reason is None:
+                        seq.done = delta.finish_reason is not None
+                    if not seq.done:
                         keep.append(row)
                 if emitted:
                     self._emit(emitted)
@@ -363,6 +371,7 @@ class TransformersEngine(Engine):
                     active = [active[i] for i in keep]
                     tokens = [tokens[i] for i in keep]
                 pending = [] if self._stopping else self._admit(max_bs - len(active))
+                admitted.extend(pending)
 
     def _advance(self, seq: _Sequence, token: int) -> Delta | None:
         """Record one sampled token; return the delta to send (``None``: nothing to send yet)."""

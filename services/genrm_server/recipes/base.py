@@ -7,6 +7,7 @@ A recipe declares its key set up front and returns exactly those keys for every 
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,14 +36,21 @@ class JudgeReply:
 class Judge:
     """Asks the server's engine one single-user-message question (the judge's chat template applies)."""
 
-    def __init__(self, engine: Engine, on_reply: Callable[[str, JudgeReply], None] | None = None):
+    def __init__(
+        self, engine: Engine, on_reply: Callable[[str, JudgeReply], None] | None = None, timeout_s: float = 1800.0
+    ):
         self.engine = engine
         self._on_reply = on_reply  # metrics: judge latency and call failures per recipe
+        self.timeout_s = timeout_s
 
     async def ask(
         self, prompt: str, *, max_tokens: int | None, recipe: str, temperature: float | None = None
     ) -> JudgeReply:
-        reply = await self._ask(prompt, max_tokens, temperature)
+        t0 = time.perf_counter()
+        try:
+            reply = await asyncio.wait_for(self._ask(prompt, max_tokens, temperature), self.timeout_s)
+        except asyncio.TimeoutError:
+            reply = JudgeReply("", False, f"judge call exceeded {self.timeout_s:g}s", time.perf_counter() - t0)
         if self._on_reply:
             self._on_reply(recipe, reply)
         return reply

@@ -34,14 +34,16 @@ class FapoRecipe(Recipe):
 
     async def score(self, sample: RewardRequest, judge: Judge) -> dict[str, Any]:
         ground_truth = require(sample, "ground_truth")
+        judged_split = sample.extra_info.get("split") != "test"
+        # Checked up front: a run missing the question must fail at once, not only on its first correct answer.
+        question = require(sample, "question") if judged_split else sample.question
         rule = compute_math(sample.solution, ground_truth, "boxed")
         out: dict[str, Any] = {
             **rule.to_dict(), "flawed_positive": False, "judge_verdict": None, "judge_ok": True, "judge_asked": False,
         }
         critique = ""
-        if rule.acc and sample.extra_info.get("split") != "test":
-            prompt = fill(FAPO_PROMPT, problem=require(sample, "question"), ground_truth=ground_truth,
-                          solution=sample.solution)
+        if rule.acc and judged_split:
+            prompt = fill(FAPO_PROMPT, problem=str(question), ground_truth=ground_truth, solution=sample.solution)
             reply = await judge.ask(prompt, max_tokens=self.judge_max_tokens, recipe=self.name)
             critique = reply.text
             verdict = parse_step_index(reply.text) if reply.ok else None
