@@ -8,6 +8,7 @@ counts are released on every path, errors and client disconnects included.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -80,7 +81,8 @@ class RouterApp:
         # 4,164/s with aiohttp on 2 cores (docs/benchmarks.md); bytes pass through undecoded.
         self.client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(total=s.request_timeout_s, sock_connect=s.connect_timeout_s),
+            # An idle timeout, not a total one: a 16k-token judge stream may run for minutes while bytes flow.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s, sock_read=s.request_timeout_s),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
@@ -119,19 +121,40 @@ class RouterApp:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP]
         target = scope["path"] + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
         info = RequestInfo(scope["path"], body, dict(headers))
+        # uvicorn silently drops sends to a client that left, so watch for it: cancelling this handler
+        # closes the upstream connection, which is how the worker learns to free its engine slot.
+        state = {"done": False}
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, asyncio.current_task(), state))
+        try:
+            await self._forward(scope["method"], target, headers, body, info, send, state)
+        except asyncio.CancelledError:
+            if not watcher.done() or watcher.cancelled():
+                raise  # not ours: the server is shutting down
+        finally:
+            watcher.cancel()
+
+    async def _forward(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
+                       info: RequestInfo, send: Any, state: dict[str, bool]) -> None:
         start = time.perf_counter()
-        worker, resp = await self._open(scope["method"], target, headers, body, info)
+        worker, resp = await self._open(method, target, headers, body, info)
         status = resp.status
         try:
             out_headers = [(k, v) for k, v in resp.raw_headers if k.lower() not in _RESPONSE_SKIP]
             await send({"type": "http.response.start", "status": status, "headers": out_headers})
-            async for chunk in resp.content.iter_any():  # streamed through unbuffered (SSE included)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            try:
+                async for chunk in resp.content.iter_any():  # streamed through unbuffered (SSE included)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (aiohttp.ClientError, TimeoutError) as exc:  # mid-body: nothing can be retried now
+                status = 504 if isinstance(exc, TimeoutError) else 502
+                log.warning("worker %s failed mid-response: %r", worker.url, exc)
+                if status == 502:
+                    worker.mark_failed()  # it dropped us; a silent (slow) worker is not marked
+                if resp.content_type == "text/event-stream":  # tell a streaming client in-band, as vLLM does
+                    message = f"worker {worker.url} failed mid-stream: {exc!r}"
+                    event = b"data: " + json.dumps(error_body(status, message)).encode() + b"\n\n"
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+            state["done"] = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (aiohttp.ClientError, TimeoutError) as exc:  # upstream died mid-body: nothing can be retried now
-            log.warning("upstream %s failed mid-response: %r", worker.url, exc)
-            worker.mark_failed()
-            status = 502
         finally:
             resp.release()
             worker.in_flight -= 1
@@ -156,24 +179,33 @@ class RouterApp:
             worker.in_flight += 1
             try:
                 resp = await self.client.request(method, worker.url + target, headers=headers, data=body)
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            except aiohttp.ConnectionTimeoutError as exc:  # never reached it (before ServerTimeoutError below)
                 worker.in_flight -= 1
                 worker.mark_failed()
                 last_error = f"worker {worker.url} unreachable: {exc!r}"
-                log.warning("%s; trying another worker", last_error)
-                continue
+            except aiohttp.ServerTimeoutError:  # reached it, then silence past request_timeout_s: slow, not dead
+                worker.in_flight -= 1
+                raise _Reject(504, f"worker {worker.url} sent nothing for {self.settings.request_timeout_s:g}s "
+                              "(request_timeout_s)") from None
+            except aiohttp.ClientError as exc:  # refused, reset or dropped before answering: try another
+                worker.in_flight -= 1
+                worker.mark_failed()
+                last_error = f"worker {worker.url} failed: {exc!r}"
             except BaseException:
                 worker.in_flight -= 1
                 raise
-            last = attempt == self.settings.max_attempts - 1 or not self.pool.ready(exclude=tried)
-            if resp.status in _RETRY_STATUS and not last:
+            else:
+                last = attempt == self.settings.max_attempts - 1 or not self.pool.ready(exclude=tried)
+                if resp.status not in _RETRY_STATUS or last:
+                    worker.mark_ok()
+                    return worker, resp
                 resp.release()
                 worker.in_flight -= 1
                 last_error = f"worker {worker.url} answered {resp.status}"
-                continue
-            worker.mark_ok()
-            return worker, resp
+            log.warning("%s; trying another worker", last_error)
         self.metrics.no_worker.inc()
+        if tried:  # workers were tried and failed: a gateway error the client may retry
+            raise _Reject(502, f"no worker could answer ({len(tried)} tried; last: {last_error})", retry_after=1)
         raise _Reject(503, f"no worker could take the request ({last_error})", retry_after=1)
 
     async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
@@ -200,6 +232,13 @@ async def _send(send: Any, status: int, body: bytes, headers: list[tuple[bytes, 
 
 async def _send_json(send: Any, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await _send(send, status, json.dumps(payload).encode(), [(b"content-type", b"application/json"), *(headers or [])])
+
+
+async def _cancel_on_disconnect(receive: Any, handler: asyncio.Task | None, state: dict[str, bool]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if handler is not None and not state["done"]:
+        handler.cancel()
 
 
 def create_app(settings: RouterSettings) -> RouterApp:

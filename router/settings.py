@@ -26,7 +26,9 @@ class RouterSettings(ComponentSettings):
     policy: str = Field("least_outstanding", description=f"Worker selection policy: {', '.join(POLICIES)}.")
     max_attempts: int = Field(3, ge=1, le=10, description="Tries per request, each on a different worker.")
     connect_timeout_s: float = Field(2.0, gt=0, description="Connecting to a worker; past it, try another.")
-    request_timeout_s: float = Field(900.0, gt=0, description="Upper bound for one upstream response.")
+    request_timeout_s: float = Field(
+        900.0, gt=0, description="Longest silence from a worker (before its headers or between body chunks): 504."
+    )
     health_interval_s: float = Field(2.0, gt=0, description="Seconds between active /ready probes.")
     health_timeout_s: float = Field(2.0, gt=0, description="Timeout of one readiness probe.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Bodies larger than this get 413.")

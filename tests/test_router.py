@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from services.local_stack import free_port
+from services.local_stack import Child, free_port, wait_ready
 from tests.conftest import start_router, start_server
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -88,7 +91,8 @@ def test_in_flight_released_after_client_disconnects(server, logs):
     try:
         body = {"prompt": "long", "max_tokens": 4000, "ignore_eos": True, "stream": True}
         with httpx.stream("POST", router.url + "/v1/completions", json=body, timeout=30) as resp:
-            next(resp.iter_lines())
+            lines = resp.iter_lines()  # held: a discarded iterator would close the stream at once
+            next(lines)
             assert _workers(router.url)[server.url]["in_flight"] == 1
         deadline = time.monotonic() + 10
         while _workers(router.url)[server.url]["in_flight"] != 0:
@@ -123,3 +127,78 @@ def start_router_unready(workers: list[str], logs):
             time.sleep(0.1)
     child.stop()
     raise AssertionError("router did not start")
+
+
+@pytest.fixture()
+def bad_worker(logs, request):
+    port = free_port()
+    log = open(logs / f"bad-{port}.log", "wb")  # noqa: SIM115 - closed by Child.stop
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bad_worker.py")), str(port),
+                             request.param], stdout=log, stderr=subprocess.STDOUT)
+    child = Child(f"bad-{request.param}", f"http://127.0.0.1:{port}", proc, logs / f"bad-{port}.log", log)
+    wait_ready(child, time.monotonic() + 30)
+    yield child
+    child.stop()
+
+
+@pytest.mark.parametrize("bad_worker", ["drop"], indirect=True)
+def test_worker_dropping_requests_fails_over(bad_worker, server, logs):
+    router = start_router([bad_worker.url, server.url], logs, "--health-interval-s", "60")
+    try:
+        statuses = [httpx.post(router.url + "/v1/chat/completions", json=CHAT, timeout=30).status_code
+                    for _ in range(6)]
+        assert statuses == [200] * 6
+        workers = _workers(router.url)
+        assert workers[bad_worker.url]["failures"] >= 1 and workers[bad_worker.url]["ready"] is False
+        assert all(w["in_flight"] == 0 for w in workers.values())
+    finally:
+        router.stop()
+
+
+@pytest.mark.parametrize("bad_worker", ["silent"], indirect=True)
+def test_silent_worker_gives_a_json_504_not_a_hang(bad_worker, logs):
+    router = start_router([bad_worker.url], logs, "--request-timeout-s", "1")
+    try:
+        t0 = time.monotonic()
+        resp = httpx.post(router.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert resp.status_code == 504 and time.monotonic() - t0 < 5
+        assert "request_timeout_s" in resp.json()["error"]["message"]
+        assert _workers(router.url)[bad_worker.url]["in_flight"] == 0
+    finally:
+        router.stop()
+
+
+def test_stream_longer_than_the_idle_timeout_completes(server, logs):
+    router = start_router([server.url], logs, "--request-timeout-s", "1")
+    try:
+        body = {"prompt": "long", "max_tokens": 2500, "ignore_eos": True, "stream": True}
+        t0 = time.monotonic()
+        with httpx.stream("POST", router.url + "/v1/completions", json=body, timeout=60) as resp:
+            events = [line for line in resp.iter_lines() if line.startswith("data: ")]
+        assert time.monotonic() - t0 > 1  # it really outlived request_timeout_s
+        assert events[-1] == "data: [DONE]" and '"finish_reason": "length"' in events[-2]
+        assert _workers(router.url)[server.url]["ready"] is True
+    finally:
+        router.stop()
+
+
+def test_client_leaving_through_the_router_frees_the_engine_slot(server, logs):
+    router = start_router([server.url], logs)
+    try:
+        aborted = _server_metric(server.url, "genrm_server_aborted_sequences_total")
+        body = {"prompt": "long", "max_tokens": 4000, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", router.url + "/v1/completions", json=body, timeout=30) as resp:
+            lines = resp.iter_lines()
+            for _ in range(3):
+                next(lines)
+        deadline = time.monotonic() + 30
+        while _server_metric(server.url, "genrm_server_aborted_sequences_total") == aborted:
+            assert time.monotonic() < deadline, "the worker kept generating for a client that left the router"
+            time.sleep(0.05)
+    finally:
+        router.stop()
+
+
+def _server_metric(url: str, name: str) -> float:
+    match = re.search(rf"^{name}\{{[^}}]*\}} (\S+)", httpx.get(url + "/metrics", timeout=5).text, re.M)
+    return float(match.group(1)) if match else 0.0

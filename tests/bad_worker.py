@@ -1,0 +1,42 @@
+"""A misbehaving worker for router tests (``python tests/bad_worker.py PORT MODE``), run as a real process.
+
+It answers ``GET /ready`` like a healthy server, then for any other request: ``drop`` closes the connection
+without a response (a worker dying mid-request); ``silent`` reads the request and never answers (a hung
+worker whose socket stays open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+READY = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 19\r\n\r\n{"status": "ready"}'
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mode: str) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            await reader.readexactly(length)
+            if head.startswith(b"GET /ready"):
+                writer.write(READY)
+                await writer.drain()
+                continue
+            if mode == "silent":
+                await asyncio.sleep(3600)
+            break
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    writer.close()
+
+
+async def main(port: int, mode: str) -> None:
+    server = await asyncio.start_server(lambda r, w: handle(r, w, mode), "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
