@@ -207,16 +207,31 @@ class LocalStack:
         self.stop()
 
 
+class _Interrupted(BaseException):
+    """Raised from the signal handler while starting (a BaseException: nothing swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def run_forever(stack: LocalStack) -> int:
     """Block until SIGINT/SIGTERM or a child's death; always stop the stack. Returns an exit code."""
-    stopping = {"signal": 0}
+    stopping = {"signal": 0, "starting": True}
 
     def on_signal(signum: int, _frame: object) -> None:
         stopping["signal"] = signum
+        if stopping["starting"]:  # interrupt the (possibly minutes-long) start; start() cleans up
+            raise _Interrupted(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        stack.start()
+        try:
+            stack.start()
+        except _Interrupted as exc:
+            log.info("received %s while starting; stopping", signal.Signals(exc.signum).name)
+            return 0
+        stopping["starting"] = False
         print(READY_LINE.format(url=stack.url), flush=True)
         while not stopping["signal"]:
             dead = stack.dead_child()

@@ -98,3 +98,23 @@ def test_up_stops_everything_when_a_child_dies(tiny_model):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ctrl_c_during_start_up_stops_at_once(tiny_model):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--replicas", "2", "--model", str(tiny_model)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _descendants(proc.pid) and time.monotonic() < deadline:  # servers spawned, still loading
+            time.sleep(0.05)
+        children = _descendants(proc.pid)
+        assert children, "no child was started"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        assert "router ready" not in proc.stdout.read()
+        _wait_gone(children, timeout_s=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
