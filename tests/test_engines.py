@@ -92,3 +92,32 @@ def test_vllm_engine_serves_the_tiny_model(tiny_model, logs):
         assert resp["usage"]["completion_tokens"] == 8
     finally:
         child.stop()
+
+
+def test_top_k_one_is_greedy(server):
+    body = {"prompt": "Step 1:", "max_tokens": 12, "ignore_eos": True}
+    greedy = httpx.post(server.url + "/v1/completions", json={**body, "temperature": 0}, timeout=30).json()
+    sampled = httpx.post(server.url + "/v1/completions", json={**body, "temperature": 1.5, "top_k": 1, "seed": 3},
+                         timeout=30).json()
+    assert sampled["choices"][0]["text"] == greedy["choices"][0]["text"]
+
+
+def test_sampling_defaults_come_from_the_written_generation_config(tiny_model, tmp_path, logs, server):
+    """Like vLLM: a judge whose generation_config.json says top_k samples that way when a request is silent."""
+    import json
+    import shutil
+
+    model = tmp_path / "topk1"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**config, "do_sample": True, "top_k": 1}))
+    child = start_server(model, logs, name="topk1")
+    try:
+        body = {"prompt": "Step 1:", "max_tokens": 12, "ignore_eos": True}
+        silent = httpx.post(child.url + "/v1/completions", json={**body, "seed": 5}, timeout=30).json()
+        greedy = httpx.post(server.url + "/v1/completions", json={**body, "temperature": 0}, timeout=30).json()
+        assert silent["choices"][0]["text"] == greedy["choices"][0]["text"]
+        free = httpx.post(child.url + "/v1/completions", json={**body, "top_k": 0, "seed": 5}, timeout=30).json()
+        assert free["choices"][0]["text"] != greedy["choices"][0]["text"]  # the request's own top_k wins
+    finally:
+        child.stop()

@@ -72,6 +72,9 @@ class SamplingFields(_Request):
         None, description="0 = greedy. Omitted = the server's default (1.0)."
     )
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    top_k: Annotated[int, Field(ge=-1)] | None = Field(
+        None, description="Sample among the k likeliest tokens; 0 or -1 = off. Omitted = the model's default."
+    )
     n: Annotated[int, Field(ge=1, le=128)] = 1
     stop: str | list[str] | None = None
     seed: int | None = None

@@ -59,6 +59,7 @@ def _sampling(body: SamplingFields) -> SamplingParams:
         max_tokens=body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
+        top_k=body.top_k,
         stop=body.stop_list,
         seed=body.seed,
         ignore_eos=body.ignore_eos,

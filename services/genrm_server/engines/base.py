@@ -41,6 +41,7 @@ class SamplingParams:
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None  # 0 or -1: off
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     ignore_eos: bool = False

@@ -96,7 +96,7 @@ class OpenAIEngine(Engine):
             "stream_options": {"include_usage": True},
             "n": 1,
         }
-        for key in ("max_tokens", "temperature", "top_p", "seed"):
+        for key in ("max_tokens", "temperature", "top_p", "top_k", "seed"):
             if (value := getattr(params, key)) is not None:
                 body[key] = value
         if params.stop:

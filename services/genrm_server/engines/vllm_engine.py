@@ -97,6 +97,8 @@ class VLLMEngine(Engine):
             kwargs["temperature"] = params.temperature
         if params.top_p is not None:
             kwargs["top_p"] = params.top_p
+        if params.top_k is not None:
+            kwargs["top_k"] = params.top_k if params.top_k > 0 else -1
         request_id = secrets.token_hex(8)
         generated = 0
         self._in_flight += 1
