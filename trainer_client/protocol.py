@@ -30,10 +30,15 @@ class ErrorResponse(BaseModel):
     error: ErrorInfo
 
 
+def error_info(status: int, message: str, *, param: str | None = None, type_: str | None = None) -> ErrorInfo:
+    """The error object of a response or of one batch item, typed by its status."""
+    kind = type_ or _ERROR_TYPES.get(status, "BadRequestError" if status < 500 else "InternalServerError")
+    return ErrorInfo(message=message, type=kind, param=param, code=status)
+
+
 def error_body(status: int, message: str, *, param: str | None = None, type_: str | None = None) -> dict:
     """Build the JSON body every 4xx/5xx of the platform carries."""
-    kind = type_ or _ERROR_TYPES.get(status, "BadRequestError" if status < 500 else "InternalServerError")
-    return ErrorResponse(error=ErrorInfo(message=message, type=kind, param=param, code=status)).model_dump()
+    return ErrorResponse(error=error_info(status, message, param=param, type_=type_)).model_dump()
 
 
 _ERROR_TYPES = {

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.genrm_server.engines import EngineError
@@ -18,29 +19,29 @@ from trainer_client.protocol import error_body
 log = logging.getLogger("genrm.server")
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+def describe_error(exc: Exception) -> tuple[int, str, str | None]:
+    """``(status, message, param)`` for any error a request or a batch item can meet: the one mapping used by
+    the HTTP handlers and by item-level batch errors, so both always agree."""
+    if isinstance(exc, (RequestValidationError, ValidationError)):
         message, param = describe_validation_errors(exc.errors())
-        return JSONResponse(error_body(400, message, param=param), status_code=400)
+        return 400, message, param
+    if isinstance(exc, RecipeInputError):
+        return (404 if exc.param == "recipe" else 400), exc.message, exc.param
+    if isinstance(exc, EngineError):
+        return exc.status, exc.message, exc.param
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code, str(exc.detail), None
+    log.error("unhandled error", exc_info=exc)
+    return 500, f"internal error: {type(exc).__name__}: {exc}", None
 
-    @app.exception_handler(EngineError)
-    async def engine_error(_: Request, exc: EngineError) -> JSONResponse:
-        return JSONResponse(error_body(exc.status, exc.message, param=exc.param), status_code=exc.status)
 
-    @app.exception_handler(RecipeInputError)
-    async def recipe_error(_: Request, exc: RecipeInputError) -> JSONResponse:
-        status = 404 if exc.param == "recipe" else 400
-        return JSONResponse(error_body(status, exc.message, param=exc.param), status_code=status)
+def install_error_handlers(app: FastAPI) -> None:
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        status, message, param = describe_error(exc)
+        return JSONResponse(error_body(status, message, param=param), status_code=status)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}: {exc}"), status_code=500)
+    for kind in (RequestValidationError, RecipeInputError, EngineError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handle)
 
 
 def describe_validation_errors(errors: Any) -> tuple[str, str | None]:

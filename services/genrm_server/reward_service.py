@@ -6,17 +6,15 @@ import asyncio
 import logging
 from typing import Any
 
-from pydantic import ValidationError
-
 from services.genrm_server.cpu_pool import CpuPool
-from services.genrm_server.engines import Engine, EngineError
-from services.genrm_server.errors import describe_validation_errors
+from services.genrm_server.engines import Engine
+from services.genrm_server.errors import describe_error
 from services.genrm_server.metrics import RewardMetrics
 from services.genrm_server.recipes import Judge, Recipe, RecipeInputError, create_recipes
 from services.genrm_server.recipes.overlong import apply_overlong
 from services.genrm_server.result_cache import CoalescingCache, digest
 from services.genrm_server.settings import ServerSettings
-from trainer_client.protocol import ErrorInfo, RewardBatchItem, RewardRequest
+from trainer_client.protocol import RewardBatchItem, RewardRequest, error_info
 
 log = logging.getLogger("genrm.rewards")
 
@@ -79,20 +77,8 @@ class RewardService:
                 sample = RewardRequest.model_validate(item)
                 async with gate:
                     return RewardBatchItem(index=index, result=await self.score(sample))
-            except ValidationError as exc:
-                message, param = describe_validation_errors(exc.errors())
-                return RewardBatchItem(index=index, error=ErrorInfo(message=message, type="BadRequestError",
-                                                                    param=param, code=400))
-            except RecipeInputError as exc:
-                code = 404 if isinstance(exc, UnknownRecipe) else 400
-                return RewardBatchItem(index=index, error=ErrorInfo(message=exc.message, type="BadRequestError",
-                                                                    param=exc.param, code=code))
-            except EngineError as exc:
-                return RewardBatchItem(index=index, error=ErrorInfo(message=exc.message, type="EngineError",
-                                                                    param=exc.param, code=exc.status))
-            except Exception as exc:  # one sample's surprise never fails the batch
-                log.exception("scoring item %d failed", index)
-                return RewardBatchItem(index=index, error=ErrorInfo(message=f"internal error: {exc!r}",
-                                                                    type="InternalServerError", code=500))
+            except Exception as exc:  # one sample's error never fails the batch
+                status, message, param = describe_error(exc)
+                return RewardBatchItem(index=index, error=error_info(status, message, param=param))
 
         return list(await asyncio.gather(*(one(i, item) for i, item in enumerate(raw))))
