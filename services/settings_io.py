@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextvars
-import enum
 import types
 import typing
 from pathlib import Path
@@ -136,6 +135,4 @@ def _choices(annotation: Any) -> list[str]:
         for a in typing.get_args(annotation):
             if c := _choices(a):
                 return c
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return [str(m.value) for m in annotation]
     return []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,22 @@ def _start(name: str, args: list[str], log_dir: Path, port: int, timeout_s: floa
     child = spawn(f"{name}-{port}", f"http://127.0.0.1:{port}", [*args, "--port", str(port)], log_dir=log_dir)
     try:
         wait_ready(child, time.monotonic() + timeout_s)
+    except BaseException:
+        child.stop()
+        raise
+    return child
+
+
+def start_script(script: str, *args: str, log_dir: Path, name: str) -> Child:
+    """Run a helper script of tests/ (``script PORT ARGS``) as a real process; return once /ready answers."""
+    port = free_port()
+    log_path = log_dir / f"{name}-{port}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed by Child.stop
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name(script)), str(port), *args],
+                            stdout=log, stderr=subprocess.STDOUT)
+    child = Child(name, f"http://127.0.0.1:{port}", proc, log_path, log)
+    try:
+        wait_ready(child, time.monotonic() + 60)
     except BaseException:
         child.stop()
         raise

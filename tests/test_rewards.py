@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from services.local_stack import Child, free_port, wait_ready
-from tests.conftest import start_server
+from services.local_stack import Child
+from tests.conftest import start_script, start_server
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fapo-judge.md"
 FAPO_KEYS = {"score", "acc", "pred", "flawed_positive", "judge_verdict", "judge_ok", "judge_asked"}
@@ -27,12 +25,7 @@ def _correct(reply: str = "") -> str:
 
 @pytest.fixture(scope="module")
 def judge(logs):
-    port = free_port()
-    log = open(logs / f"judge-{port}.log", "wb")  # noqa: SIM115 - closed by Child.stop
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("scripted_judge.py")), str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    child = Child("scripted-judge", f"http://127.0.0.1:{port}", proc, logs / f"judge-{port}.log", log)
-    wait_ready(child, time.monotonic() + 60)
+    child = start_script("scripted_judge.py", log_dir=logs, name="scripted-judge")
     yield child
     child.stop()
 

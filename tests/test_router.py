@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from services.local_stack import Child, free_port, wait_ready
-from tests.conftest import start_router, start_server
+from services.local_stack import free_port
+from tests.conftest import start_router, start_script, start_server
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
@@ -131,12 +128,7 @@ def start_router_unready(workers: list[str], logs):
 
 @pytest.fixture()
 def bad_worker(logs, request):
-    port = free_port()
-    log = open(logs / f"bad-{port}.log", "wb")  # noqa: SIM115 - closed by Child.stop
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bad_worker.py")), str(port),
-                             request.param], stdout=log, stderr=subprocess.STDOUT)
-    child = Child(f"bad-{request.param}", f"http://127.0.0.1:{port}", proc, logs / f"bad-{port}.log", log)
-    wait_ready(child, time.monotonic() + 30)
+    child = start_script("bad_worker.py", request.param, log_dir=logs, name=f"bad-{request.param}")
     yield child
     child.stop()
 

@@ -39,11 +39,15 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _start_up(tiny_model: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
+def _spawn_up(tiny_model: Path) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "services.cli", "up", "--replicas", "2", "--model", str(tiny_model)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
+
+
+def _start_up(tiny_model: Path) -> tuple[subprocess.Popen, str]:
+    proc = _spawn_up(tiny_model)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -101,10 +105,7 @@ def test_up_stops_everything_when_a_child_dies(tiny_model):
 
 
 def test_ctrl_c_during_start_up_stops_at_once(tiny_model):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--replicas", "2", "--model", str(tiny_model)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
+    proc = _spawn_up(tiny_model)
     try:
         deadline = time.monotonic() + 30
         while not _descendants(proc.pid) and time.monotonic() < deadline:  # servers spawned, still loading

@@ -60,10 +60,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
 
     @app.get("/ready")
     async def ready() -> Response:
-        probe = getattr(engine, "refresh", None)
-        if not engine.ready and probe is not None:
-            await probe()  # the openai engine re-checks its upstream
-        if engine.ready:
+        if await engine.check_ready():
             return JSONResponse({"status": "ready", "model": engine.model_name})
         return JSONResponse(error_body(503, "engine not ready"), status_code=503)
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.genrm_server.engines import EngineError
-from services.genrm_server.recipes import RecipeInputError
+from services.genrm_server.recipes import RecipeInputError, UnknownRecipe
 from trainer_client.protocol import error_body
 
 log = logging.getLogger("genrm.server")
@@ -26,7 +26,7 @@ def describe_error(exc: Exception) -> tuple[int, str, str | None]:
         message, param = describe_validation_errors(exc.errors())
         return 400, message, param
     if isinstance(exc, RecipeInputError):
-        return (404 if exc.param == "recipe" else 400), exc.message, exc.param
+        return (404 if isinstance(exc, UnknownRecipe) else 400), exc.message, exc.param
     if isinstance(exc, EngineError):
         return exc.status, exc.message, exc.param
     if isinstance(exc, StarletteHTTPException):

@@ -157,7 +157,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     if body.stream:
         await merged.first()
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _sse(_completion_chunks(merged, model, body.n, len(jobs), include_usage, metrics))
+        return _sse(_completion_chunks(merged, model, body.n, include_usage, metrics))
     results = await _until_disconnect(request, merged.collect(len(jobs)))
     if results is None:
         return Response(status_code=499)
@@ -230,7 +230,7 @@ def _chat_chunks(merged: MergedChoices, model: str, n: int, include_usage: bool,
 
 
 def _completion_chunks(
-    merged: MergedChoices, model: str, n: int, total: int, include_usage: bool, metrics: ServerMetrics
+    merged: MergedChoices, model: str, n: int, include_usage: bool, metrics: ServerMetrics
 ):
     head = {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": model}
 

@@ -10,17 +10,13 @@ from services.genrm_server.cpu_pool import CpuPool
 from services.genrm_server.engines import Engine
 from services.genrm_server.errors import describe_error
 from services.genrm_server.metrics import RewardMetrics
-from services.genrm_server.recipes import Judge, Recipe, RecipeInputError, create_recipes
+from services.genrm_server.recipes import Judge, Recipe, RecipeInputError, UnknownRecipe, create_recipes
 from services.genrm_server.recipes.overlong import apply_overlong
 from services.genrm_server.result_cache import CoalescingCache, digest
 from services.genrm_server.settings import ServerSettings
 from trainer_client.protocol import RewardBatchItem, RewardRequest, error_info
 
 log = logging.getLogger("genrm.rewards")
-
-
-class UnknownRecipe(RecipeInputError):
-    pass
 
 
 class RewardService:
@@ -39,8 +35,7 @@ class RewardService:
         try:
             return self.recipes[name]
         except KeyError:
-            raise UnknownRecipe(f"unknown recipe '{name}'; this server serves: {', '.join(self.recipes)}",
-                                "recipe") from None
+            raise UnknownRecipe(name, list(self.recipes)) from None
 
     async def score(self, sample: RewardRequest) -> dict[str, Any]:
         recipe = self.recipe(sample.recipe)

@@ -97,6 +97,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def ready(self) -> bool: ...
 
+    async def check_ready(self) -> bool:
+        """Readiness for ``/ready``; an engine with an upstream re-checks it here."""
+        return self.ready
+
     @property
     def num_running(self) -> int:
         return 0

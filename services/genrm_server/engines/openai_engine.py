@@ -75,6 +75,9 @@ class OpenAIEngine(Engine):
         self._ready = True
         return True
 
+    async def check_ready(self) -> bool:
+        return self._ready or await self.refresh()
+
     async def stop(self) -> None:
         self._ready = False
         if self._client is not None:

@@ -48,7 +48,6 @@ class _Sequence:
     generated: int = 0
     done: bool = False  # its final delta has been emitted
     cancelled: bool = False  # set by the event loop when the client goes away
-    enqueued_at: float = field(default_factory=time.monotonic)
 
 
 class TransformersEngine(Engine):

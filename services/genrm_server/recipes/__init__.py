@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.genrm_server.recipes.base import Judge, JudgeReply, Recipe, RecipeInputError
+from services.genrm_server.recipes.base import Judge, JudgeReply, Recipe, RecipeInputError, UnknownRecipe
 from services.genrm_server.recipes.custom import load_custom_recipes
 from services.genrm_server.recipes.disrm import DisRMRecipe
 from services.genrm_server.recipes.fapo import FapoRecipe
@@ -35,4 +35,4 @@ def create_recipes(settings: ServerSettings, pool: CpuPool | None = None) -> dic
     return recipes
 
 
-__all__ = ["RECIPES", "Judge", "JudgeReply", "Recipe", "RecipeInputError", "create_recipes"]
+__all__ = ["RECIPES", "Judge", "JudgeReply", "Recipe", "RecipeInputError", "UnknownRecipe", "create_recipes"]

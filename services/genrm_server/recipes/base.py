@@ -25,6 +25,13 @@ class RecipeInputError(Exception):
         self.message, self.param = message, param
 
 
+class UnknownRecipe(RecipeInputError):
+    """A recipe this server does not serve: 404 naming ``recipe``."""
+
+    def __init__(self, name: str, served: list[str]):
+        super().__init__(f"unknown recipe '{name}'; this server serves: {', '.join(served)}", "recipe")
+
+
 @dataclass
 class JudgeReply:
     text: str
