@@ -1,9 +1,17 @@
-"""Active health checking: probe every worker's ``/ready``; only ready workers get traffic."""
+"""Active health checking: ``/health`` (alive) and ``/ready`` (may take traffic) on every worker.
+
+A worker goes out after ``failure_threshold`` failed probes in a row and comes back after
+``success_threshold`` passed ones. When it comes back, its models (``/v1/models``) and recipes
+(``/v1/recipes``) are read again: that is what the model-aware pools route on. A probe that *times
+out* means a hung worker (SIGSTOP, a wedged engine): its unanswered in-flight attempts are handed to
+other workers at once instead of waiting out the request timeout.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import aiohttp
 
@@ -13,32 +21,86 @@ log = logging.getLogger("genrm.router.health")
 
 
 class HealthChecker:
-    def __init__(self, pool: WorkerPool, client: aiohttp.ClientSession, interval_s: float, timeout_s: float):
+    def __init__(self, pool: WorkerPool, client: aiohttp.ClientSession, interval_s: float, timeout_s: float,
+                 failure_threshold: int = 2, success_threshold: int = 1,
+                 on_change: Callable[[Worker, bool, str], None] | None = None):
         self.pool, self.client = pool, client
         self.interval_s, self.timeout_s = interval_s, timeout_s
+        self.failure_threshold, self.success_threshold = failure_threshold, success_threshold
+        self.on_change = on_change
         self._task: asyncio.Task | None = None
+        self._seen: set[Worker] = set()  # probed at least once (the first verdict needs no streak)
+
+    async def _get(self, worker: Worker, path: str) -> tuple[int, object]:
+        async with self.client.get(worker.url + path, timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+            body = await resp.json(content_type=None) if resp.status == 200 else None
+            return resp.status, body
 
     async def probe(self, worker: Worker) -> bool:
+        cause = ""
         try:
-            async with self.client.get(worker.url + "/ready",
-                                       timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
-                ok = resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            ok = False
-        if ok != worker.ready:
-            log.info("worker %s is %s", worker.url, "ready" if ok else "NOT ready")
-        worker.ready = ok
+            status, _ = await self._get(worker, "/health")
+            if status == 200:
+                status, _ = await self._get(worker, "/ready")
+            ok = status == 200
+            cause = "" if ok else f"answered {status}"
+        except TimeoutError:
+            ok, cause = False, "timeout"
+        except (aiohttp.ClientError, ValueError) as exc:
+            ok, cause = False, repr(exc)
+        first = worker not in self._seen
+        self._seen.add(worker)
         if ok:
-            worker.mark_ok()
-        return ok
+            worker.probe_failures, worker.probe_successes = 0, worker.probe_successes + 1
+            if not worker.ready and (first or worker.probe_successes >= self.success_threshold):
+                await self._learn(worker)
+                self._set(worker, True, "probes pass")
+        else:
+            worker.probe_successes, worker.probe_failures = 0, worker.probe_failures + 1
+            if worker.ready and worker.probe_failures >= self.failure_threshold:
+                self._set(worker, False, cause)
+            elif first:
+                log.warning("worker %s not ready yet: %s", worker.url, cause)
+            if cause == "timeout" and worker.probe_failures >= self.failure_threshold:
+                for exchange in list(worker.active):  # hung: its silent attempts go elsewhere now
+                    exchange.abort_attempt(f"worker {worker.url} stopped answering probes")
+        return worker.ready
+
+    async def _learn(self, worker: Worker) -> None:
+        """What the worker serves; a worker that does not say keeps serving anything."""
+        try:
+            status, body = await self._get(worker, "/v1/models")
+            if status == 200 and isinstance(body, dict):
+                worker.models = frozenset(m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m)
+            status, body = await self._get(worker, "/v1/recipes")
+            if status == 200 and isinstance(body, dict):
+                worker.recipes = frozenset(r["name"] for r in body.get("recipes", [])
+                                           if isinstance(r, dict) and "name" in r)
+        except (TimeoutError, aiohttp.ClientError, ValueError, TypeError) as exc:
+            log.warning("could not read what worker %s serves: %r", worker.url, exc)
+
+    def _set(self, worker: Worker, ready: bool, why: str) -> None:
+        worker.ready = ready
+        self.pool.version += 1
+        log.log(logging.INFO if ready else logging.WARNING, "worker %s is %s (%s)", worker.url,
+                "ready" if ready else "NOT ready", why)
+        if self.on_change:
+            self.on_change(worker, ready, why)
 
     async def probe_all(self) -> None:
-        await asyncio.gather(*(self.probe(w) for w in self.pool.workers))
+        workers = self.pool.workers
+        self._seen &= set(workers)
+        await asyncio.gather(*(self.probe(w) for w in workers))
+        for w in self.pool.reap():
+            log.info("worker %s drained and removed", w.url)
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            await self.probe_all()
+            try:
+                await self.probe_all()
+            except Exception:  # a bug here must not stop health checking for good
+                log.exception("health check round failed")
 
     async def start(self) -> None:
         await self.probe_all()

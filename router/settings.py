@@ -5,11 +5,21 @@ from __future__ import annotations
 import json
 from typing import Annotated, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from router.policies import POLICIES
 from services.settings_io import ComponentSettings
+
+_LIST = "(env: a JSON list or comma-separated)"
+
+
+def _split_list(v: object) -> object:
+    if isinstance(v, str):
+        v = json.loads(v) if v.lstrip().startswith("[") else [v]
+    if isinstance(v, list):  # each flag value may itself be comma-separated: --workers A,B
+        return [w.strip() for item in v for w in str(item).split(",") if w.strip()]
+    return v
 
 
 class RouterSettings(ComponentSettings):
@@ -18,28 +28,64 @@ class RouterSettings(ComponentSettings):
 
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(9000, ge=0, le=65535, description="Port to bind.")
-    # NoDecode: the env value is parsed by ``_split`` (JSON list or comma-separated), not as JSON only.
+    # NoDecode: list values are parsed by ``_split_list`` (JSON list or comma-separated), not as JSON only.
     workers: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Worker base URLs, e.g. http://127.0.0.1:8001 (env: a JSON list or comma-separated).",
+        default_factory=list, description=f"Static worker base URLs, e.g. http://127.0.0.1:8001 {_LIST}."
     )
-    policy: str = Field("least_outstanding", description=f"Worker selection policy: {', '.join(POLICIES)}.")
+    discovery_dns: str | None = Field(
+        None, description="Discover workers from a DNS name's A records, e.g. dns://genrm-server.ns.svc:8000 "
+        "(a Kubernetes headless service; dns+https:// for TLS workers)."
+    )
+    discovery_interval_s: float = Field(5.0, gt=0, description="Seconds between DNS resolutions.")
+    policy: str = Field("least_outstanding", description=f"Policy of OpenAI and other routes: {', '.join(POLICIES)}.")
+    reward_policy: str = Field(
+        "affinity", description="Policy of the reward routes (/v1/reward*, /get_reward, /slime/reward)."
+    )
+    affinity_load_factor: float = Field(
+        1.25, ge=1.0, description="Bounded load: a worker above this × the mean load spills to the next on the ring."
+    )
+    affinity_prefix_chars: int = Field(
+        256, ge=1, description="Without a group id or X-Affinity-Key, the key is this many leading prompt characters."
+    )
     max_attempts: int = Field(3, ge=1, le=10, description="Tries per request, each on a different worker.")
+    retry_backoff_s: float = Field(0.02, ge=0, description="Base of the exponential back-off (full jitter).")
+    retry_backoff_max_s: float = Field(1.0, ge=0, description="Cap of one back-off.")
     connect_timeout_s: float = Field(2.0, gt=0, description="Connecting to a worker; past it, try another.")
     request_timeout_s: float = Field(
-        900.0, gt=0, description="Longest silence from a worker (before its headers or between body chunks): 504."
+        900.0, gt=0, description="Longest silence from a worker (before its headers or between body chunks)."
     )
-    health_interval_s: float = Field(2.0, gt=0, description="Seconds between active /ready probes.")
-    health_timeout_s: float = Field(2.0, gt=0, description="Timeout of one readiness probe.")
+    request_deadline_s: float = Field(
+        0.0, ge=0, description="Overall deadline of one request, retries included (0 = none); a client may ask "
+        "for less with the X-GenRM-Timeout header (seconds)."
+    )
+    max_in_flight_per_worker: int = Field(0, ge=0, description="Requests in flight per worker (0 = no cap).")
+    queue_size: int = Field(1024, ge=0, description="Requests that may wait for a free worker slot.")
+    queue_timeout_s: float = Field(30.0, gt=0, description="Longest wait in the queue, then 503 + Retry-After.")
+    rate_limit_rps: float = Field(0.0, ge=0, description="Requests per second per API key (0 = unlimited).")
+    rate_limit_burst: int = Field(0, ge=0, description="Token-bucket size per API key (0 = one second's worth).")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description=f"Client API keys (Bearer); empty = no auth {_LIST}."
+    )
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description=f"Keys of the /admin API; empty = admin API off {_LIST}."
+    )
+    worker_api_key: str | None = Field(None, description="Bearer key the router sends to workers.")
+    health_interval_s: float = Field(2.0, gt=0, description="Seconds between active /health + /ready probes.")
+    health_timeout_s: float = Field(2.0, gt=0, description="Timeout of one probe.")
+    health_failure_threshold: int = Field(2, ge=1, description="Failed probes in a row that take a worker out.")
+    health_success_threshold: int = Field(1, ge=1, description="Passed probes in a row that bring it back.")
+    breaker_failure_threshold: int = Field(3, ge=1, description="Failed requests in a row that open the breaker.")
+    breaker_backoff_s: float = Field(1.0, gt=0, description="First open period; doubles per re-opening.")
+    breaker_backoff_max_s: float = Field(60.0, gt=0, description="Cap of the open period.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Bodies larger than this get 413.")
-    log_level: str = Field("info", description="Log verbosity (debug, info, warning, error).")
+    ssl_certfile: str | None = Field(None, description="Serve HTTPS with this PEM certificate chain.")
+    ssl_keyfile: str | None = Field(None, description="Private key of ssl_certfile.")
+    log_level: str = Field("info", description="Log verbosity (debug, info, warning, error); info logs access lines.")
 
-    @field_validator("workers", mode="before")
+    @field_validator("workers", "api_keys", "admin_api_keys", mode="before")
     @classmethod
-    def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return json.loads(v) if v.lstrip().startswith("[") else [w.strip() for w in v.split(",") if w.strip()]
-        return v
+    def _lists(cls, v: object) -> object:
+        return _split_list(v)
 
     @field_validator("workers")
     @classmethod
@@ -49,9 +95,24 @@ class RouterSettings(ComponentSettings):
                 raise ValueError(f"worker URL must start with http:// or https://: {url!r}")
         return [u.rstrip("/") for u in v]
 
-    @field_validator("policy")
+    @field_validator("policy", "reward_policy")
     @classmethod
     def _known_policy(cls, v: str) -> str:
         if v not in POLICIES:
             raise ValueError(f"unknown policy {v!r}; choose one of {', '.join(POLICIES)}")
         return v
+
+    @field_validator("discovery_dns")
+    @classmethod
+    def _dns(cls, v: str | None) -> str | None:
+        if v:
+            from router.discovery import parse_dns_target
+
+            parse_dns_target(v)
+        return v or None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> RouterSettings:
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self

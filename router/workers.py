@@ -1,29 +1,148 @@
-"""Worker state the router keeps: readiness, in-flight requests, consecutive failures."""
+"""Worker state the router keeps, and the pool that owns it.
+
+A worker gets traffic only when it is *available*: its last readiness probe passed, it is not
+draining, its circuit breaker admits a request and it is below its in-flight cap. What it serves
+(model ids from ``/v1/models``, recipes from ``/v1/recipes``) is learnt by the health checker and
+splits the pool into model-aware sub-pools.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from router.breaker import CircuitBreaker
+from router.proxy.upstream import ConnectionPool
+
+STATIC, DNS, ADMIN = "static", "dns", "admin"  # where a worker came from
 
 
 @dataclass(eq=False)
 class Worker:
     url: str
-    ready: bool = False  # last active probe (or a passive failure) decides
+    source: str = STATIC
+    max_in_flight: int = 0  # 0 = no cap
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    ready: bool = False  # last readiness probe (and liveness) passed
+    draining: bool = False  # no new requests; removed once idle
     in_flight: int = 0
-    failures: int = 0  # consecutive, reset by a success
+    models: frozenset[str] = frozenset()
+    recipes: frozenset[str] = frozenset()
+    latency_ewma_s: float = 0.0
+    requests: int = 0
+    failures: int = 0  # total failed attempts (the breaker keeps the consecutive count)
+    probe_failures: int = 0  # consecutive failed probes
+    probe_successes: int = 0  # consecutive passed probes
+    drained_by: str = ""  # who set ``draining``: a source's sync undoes only its own drain
+    host: str = ""
+    port: int = 0
+    tls: bool = False
+    host_header: bytes = b""  # ends the request head of every attempt
+    active: set = field(default_factory=set)  # exchanges with an attempt on this worker
+    conns: ConnectionPool = field(init=False)
 
-    def mark_failed(self) -> None:
-        """A connection-level failure takes the worker out until a probe says it is ready again."""
-        self.failures += 1
-        self.ready = False
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if self.tls else 80)
+        self.host_header = f"host: {parts.netloc}\r\n\r\n".encode("latin-1")
+        self.conns = ConnectionPool(self, ssl_context=ssl.create_default_context() if self.tls else None)
 
-    def mark_ok(self) -> None:
-        self.failures = 0
+    @property
+    def available(self) -> bool:
+        return (self.ready and not self.draining and self.breaker.allows()
+                and (not self.max_in_flight or self.in_flight < self.max_in_flight))
+
+    def observe_latency(self, seconds: float, alpha: float = 0.2) -> None:
+        old = self.latency_ewma_s
+        self.latency_ewma_s = seconds if not old else (1 - alpha) * old + alpha * seconds
+
+    def serves(self, model: str | None, recipe: str | None) -> bool:
+        return (model is None or model in self.models) and (recipe is None or recipe in self.recipes)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "url": self.url, "source": self.source, "ready": self.ready, "draining": self.draining,
+            "available": self.available, "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
+            "breaker": self.breaker.state, "consecutive_failures": self.breaker.failures,
+            "failures": self.failures, "requests": self.requests,
+            "latency_ewma_ms": round(self.latency_ewma_s * 1000, 3),
+            "models": sorted(self.models), "recipes": sorted(self.recipes),
+        }
 
 
 class WorkerPool:
-    def __init__(self, urls: list[str]):
-        self.workers = [Worker(u) for u in urls]
+    """All workers by URL; ``version`` changes whenever membership, readiness, draining or what a worker
+    serves changes (cached views such as "all workers serve the same models" key on it)."""
 
-    def ready(self, exclude: set[Worker] | frozenset[Worker] = frozenset()) -> list[Worker]:
-        return [w for w in self.workers if w.ready and w not in exclude]
+    def __init__(self, urls: Iterable[str] = (), *, max_in_flight: int = 0, breaker_threshold: int = 3,
+                 breaker_base_s: float = 1.0, breaker_max_s: float = 60.0):
+        self.max_in_flight = max_in_flight
+        self._breaker = (breaker_threshold, breaker_base_s, breaker_max_s)
+        self.by_url: dict[str, Worker] = {}
+        self.version = 0
+        for url in urls:
+            self.add(url, STATIC)
+
+    @property
+    def workers(self) -> list[Worker]:
+        return list(self.by_url.values())
+
+    def add(self, url: str, source: str = ADMIN) -> Worker:
+        url = url.rstrip("/")
+        worker = self.by_url.get(url)
+        if worker is None:
+            worker = Worker(url, source, self.max_in_flight, CircuitBreaker(*self._breaker))
+            self.by_url[url] = worker
+            self.version += 1
+        if worker.draining:  # re-adding a draining worker takes it back
+            worker.draining = False
+            worker.drained_by = ""
+            self.version += 1
+        return worker
+
+    def drain(self, url: str, by: str = ADMIN) -> Worker | None:
+        worker = self.by_url.get(url.rstrip("/"))
+        if worker is not None:
+            worker.draining = True
+            worker.drained_by = by
+            self.version += 1
+        return worker
+
+    def remove(self, url: str) -> Worker | None:
+        worker = self.by_url.pop(url.rstrip("/"), None)
+        if worker is not None:
+            self.version += 1
+            worker.conns.close_all()
+        return worker
+
+    def reap(self) -> list[Worker]:
+        """Remove workers a discovery source drained once nothing is in flight (an admin drain waits for DELETE)."""
+        done = [w for w in self.by_url.values() if w.draining and not w.in_flight and w.drained_by != ADMIN]
+        for w in done:
+            self.remove(w.url)
+        return done
+
+    def sync(self, source: str, urls: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Make ``source``'s workers exactly ``urls``: add new ones, drain vanished ones. Return (added, drained)."""
+        wanted = {u.rstrip("/") for u in urls}
+        back = [w for w in self.by_url.values() if w.url in wanted and w.draining and w.drained_by == source]
+        added = [self.add(u, source).url for u in sorted(wanted - self.by_url.keys())] + [
+            self.add(w.url, source).url for w in back]  # an address that came back before it was reaped
+        drained = [w.url for w in self.by_url.values() if w.source == source and w.url not in wanted and not w.draining]
+        for url in drained:
+            self.drain(url, by=source)
+        return added, drained
+
+    def eligible(self, exclude: frozenset[Worker] | set[Worker] = frozenset(), model: str | None = None,
+                 recipe: str | None = None) -> list[Worker]:
+        return [w for w in self.by_url.values()
+                if w.available and w not in exclude and (w.serves(model, recipe) if model or recipe else True)]
+
+    def served(self) -> tuple[list[str], list[str]]:
+        """Models and recipes some live worker serves (for a 404 that says what exists)."""
+        live = [w for w in self.by_url.values() if w.ready and not w.draining]
+        return sorted({m for w in live for m in w.models}), sorted({r for w in live for r in w.recipes})

@@ -51,17 +51,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from router.app import create_app
+    from router.server import run
     from router.settings import RouterSettings
 
     settings = RouterSettings.load(args.config, **overrides_from_args(args, RouterSettings))
-    if not settings.workers:
-        raise SettingsError("invalid setting 'workers' (--workers, GENRM_ROUTER_WORKERS): at least one worker URL")
+    if not settings.workers and not settings.discovery_dns:
+        raise SettingsError("invalid setting 'workers' (--workers, GENRM_ROUTER_WORKERS): at least one worker URL "
+                            "or a DNS name to discover them (--discovery-dns)")
     _setup_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.log_level == "debug", timeout_graceful_shutdown=10)
+    run(settings)
     return 0
 
 
@@ -124,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("route", help="Run the router in front of GenRM servers.",
-                       description="Run the load-balancing router over a static worker list.")
+                       description="Run the load-balancing router over static and/or DNS-discovered workers.")
     _config_arg(p)
     add_settings_arguments(p, RouterSettings)
     p.set_defaults(func=cmd_route)

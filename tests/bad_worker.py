@@ -1,8 +1,8 @@
 """A misbehaving worker for router tests (``python tests/bad_worker.py PORT MODE``), run as a real process.
 
-It answers ``GET /ready`` like a healthy server, then for any other request: ``drop`` closes the connection
-without a response (a worker dying mid-request); ``silent`` reads the request and never answers (a hung
-worker whose socket stays open).
+It answers ``GET /health`` and ``GET /ready`` like a healthy server (other GETs: 404), then for any
+other request: ``drop`` closes the connection without a response (a worker dying mid-request);
+``silent`` reads the request and never answers (a hung worker whose socket stays open).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import sys
 
 READY = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 19\r\n\r\n{"status": "ready"}'
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mode: str) -> None:
@@ -20,8 +21,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mod
             length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                            if line.lower().startswith(b"content-length:")), 0)
             await reader.readexactly(length)
-            if head.startswith(b"GET /ready"):
-                writer.write(READY)
+            if head.startswith(b"GET "):
+                writer.write(READY if head.startswith((b"GET /ready ", b"GET /health ")) else NOT_FOUND)
                 await writer.drain()
                 continue
             if mode == "silent":

@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from router.policies.base import Policy, RequestInfo
+from router.policies.base import Policy, PolicyConfig
+from router.request_info import RequestInfo
 from router.workers import Worker
 
 
 class LeastOutstanding(Policy):
     name = "least_outstanding"
 
-    def __init__(self) -> None:
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
         self._turn = itertools.count()
 
     def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:

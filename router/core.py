@@ -1,0 +1,186 @@
+"""The router's shared state: workers, policies per route, the wait queue, metrics, access log.
+
+Exchanges (one per proxied request) call back into it to find candidate workers, wait for a slot,
+report ejections and record their outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from typing import TYPE_CHECKING
+
+from router.metrics import RouterMetrics
+from router.policies import Policy, PolicyConfig, create_policy
+from router.request_info import REWARD_PATHS, RequestInfo
+from router.settings import RouterSettings
+from router.workers import STATIC, Worker, WorkerPool
+
+if TYPE_CHECKING:
+    from router.proxy.exchange import Exchange
+
+log = logging.getLogger("genrm.router")
+access = logging.getLogger("genrm.router.access")
+
+_RETRY = frozenset({429, 502, 503, 504})
+_RETRY_IDEMPOTENT = _RETRY | {500}  # reward scoring is idempotent: a 500 there is worth another worker
+ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/classify", "/classify",
+                    "/v1/recipes", *REWARD_PATHS})
+
+
+class RouterCore:
+    def __init__(self, settings: RouterSettings, loop: asyncio.AbstractEventLoop):
+        self.settings, self.loop = settings, loop
+        self.pool = WorkerPool(max_in_flight=settings.max_in_flight_per_worker,
+                               breaker_threshold=settings.breaker_failure_threshold,
+                               breaker_base_s=settings.breaker_backoff_s, breaker_max_s=settings.breaker_backoff_max_s)
+        for url in settings.workers:
+            self.pool.add(url, STATIC)
+        config = PolicyConfig(affinity_load_factor=settings.affinity_load_factor)
+        self.policies: dict[str, Policy] = {}
+        for name in {settings.policy, settings.reward_policy}:
+            self.policies[name] = create_policy(name, config)
+        self.default_policy = self.policies[settings.policy]
+        self.reward_policy = self.policies[settings.reward_policy]
+        self.queue: deque[Exchange] = deque()
+        self.watched: set[Exchange] = set()  # attempts out, checked by the sweeper
+        self._sweeper: asyncio.Task | None = None
+        self.metrics = RouterMetrics(self.pool, lambda: self.policies, lambda: len(self.queue))
+        self.log_access = access.isEnabledFor(logging.INFO)
+        self._served_version = -1
+        self._homogeneous = True
+
+    # -- choosing workers ---------------------------------------------------------------------
+
+    def policy_for(self, path: str) -> tuple[Policy, frozenset[int]]:
+        if path in REWARD_PATHS:
+            return self.reward_policy, _RETRY_IDEMPOTENT
+        return self.default_policy, _RETRY
+
+    def homogeneous(self) -> bool:
+        """All live workers serve the same models and recipes: no need to read a request's model."""
+        if self.pool.version != self._served_version:
+            live = {(w.models, w.recipes) for w in self.pool.by_url.values() if w.ready and not w.draining}
+            self._homogeneous, self._served_version = len(live) <= 1, self.pool.version
+        return self._homogeneous
+
+    def _wanted(self, info: RequestInfo) -> tuple[str | None, str | None]:
+        if self.homogeneous():
+            return None, None
+        if info.path in REWARD_PATHS:
+            return None, info.recipe
+        return info.model, None
+
+    def candidates(self, info: RequestInfo, tried: set[Worker], busy_ok: bool = False) -> list[Worker]:
+        """Available workers not tried yet that serve what the request asks for.
+
+        Raises LookupError when no live worker serves the requested model/recipe at all (a 404).
+        With ``busy_ok``, workers that are only at their in-flight cap count too (worth waiting for).
+        """
+        model, recipe = self._wanted(info)
+        if model is None and recipe is None:
+            workers = self.pool.by_url.values()
+        else:
+            workers = [w for w in self.pool.by_url.values() if w.serves(model, recipe)]
+            if not workers or not any(w.ready and not w.draining for w in workers):
+                models, recipes = self.pool.served()
+                if model is not None:
+                    raise LookupError(f"model {model!r} is not served by any worker; served: {models}")
+                raise LookupError(f"recipe {recipe!r} is not served by any worker; served: {recipes}")
+        if busy_ok:
+            return [w for w in workers if w not in tried and w.ready and not w.draining and w.breaker.allows()]
+        return [w for w in workers if w.available and w not in tried]
+
+    def has_busy(self, info: RequestInfo, tried: set[Worker]) -> bool:
+        """Some untried worker would take the request but for its in-flight cap."""
+        if not self.settings.max_in_flight_per_worker:
+            return False
+        try:
+            return bool(self.candidates(info, tried, busy_ok=True))
+        except LookupError:
+            return False
+
+    def no_worker_message(self, info: RequestInfo) -> str:
+        workers = self.pool.workers
+        if not workers:
+            return "no worker is configured or discovered"
+        ready = [w for w in workers if w.ready and not w.draining]
+        if not ready:
+            return f"no worker is ready ({len(workers)} known, none passing /ready)"
+        return f"no worker can take the request now ({len(ready)} ready; circuit breakers open)"
+
+    def retry_after_s(self) -> int:
+        """Seconds until an open breaker admits a trial again (1 when nothing better is known)."""
+        waits = [w.breaker.open_for - (self.loop.time() - w.breaker.opened_at)
+                 for w in self.pool.by_url.values() if w.ready and w.breaker.state == "open"]
+        return max(1, math.ceil(min(waits))) if waits else 1
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    def enqueue(self, exchange: Exchange) -> bool:
+        if len(self.queue) >= self.settings.queue_size:
+            return False
+        if not exchange.queued_until:  # first time: its wait starts now; a re-queue keeps its place
+            exchange.queued_until = self.loop.time() + self.settings.queue_timeout_s
+            if exchange.timer is not None:
+                exchange.timer.cancel()
+            at = exchange.queued_until if exchange.deadline is None else min(exchange.queued_until, exchange.deadline)
+            exchange.timer = self.loop.call_at(at, exchange._on_timer)
+            self.queue.append(exchange)
+        else:
+            self.queue.appendleft(exchange)
+        return True
+
+    def dequeue(self, exchange: Exchange) -> bool:
+        try:
+            self.queue.remove(exchange)
+        except ValueError:
+            return False
+        exchange.queued_until = 0.0
+        return True
+
+    def wake(self) -> None:
+        """A slot may have freed: let the oldest waiter try again."""
+        if self.queue:
+            self.queue.popleft().wake()
+
+    def wake_all(self) -> None:
+        for _ in range(len(self.queue)):
+            self.wake()
+
+    # -- timeouts -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._sweeper = self.loop.create_task(self._sweep(), name="genrm-router-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+
+    async def _sweep(self, tick_s: float = 0.1) -> None:
+        while True:
+            await asyncio.sleep(tick_s)
+            now = self.loop.time()
+            for exchange in list(self.watched):
+                try:
+                    exchange.check(now)
+                except Exception:  # one broken exchange must not stop timeouts for all
+                    log.exception("timeout check failed")
+                    self.watched.discard(exchange)
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def on_ejected(self, worker: Worker) -> None:
+        log.warning("worker %s ejected: %d failures in a row; breaker open for %.1fs", worker.url,
+                    worker.breaker.failures, worker.breaker.open_for)
+        self.metrics.ejections.labels(worker=worker.url, cause="breaker").inc()
+
+    def record(self, exchange: Exchange, status: int) -> None:
+        path = exchange.request.path
+        route = path if path in ROUTES else "other"
+        self.metrics.observe(route, status, exchange.last_url, self.loop.time() - exchange.started)
+        if self.log_access:
+            access.info(exchange.log_line(status))

@@ -1,0 +1,88 @@
+"""Consistent hashing with bounded load (Mirrokni, Thorup & Zadimoghaddam, 2018).
+
+Requests with the same affinity key (``X-Affinity-Key``, a reward sample's ``group_id``, else the
+prompt's first characters) go to the same worker, so its prefix cache is reused; adding or removing
+a worker moves only that worker's share of keys. A worker already above
+``ceil(load_factor × (total in flight + 1) / n)`` is skipped for the next one clockwise on the ring,
+so a hot key cannot pile up on one worker while the others idle.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Sequence
+
+from router.policies.base import Policy, PolicyConfig
+from router.request_info import RequestInfo, stable_hash
+from router.workers import Worker
+
+# Rings kept at once: the eligible set flips between "all" and "all but the ones at their cap",
+# so keep a few rather than only the last.
+_RINGS_KEPT = 16
+# A ring entry packs (position << _SHIFT) | worker index (so up to 65,536 workers) into one int: one list
+# to sort and bisect instead of two.
+_SHIFT = 16
+_MASK = (1 << _SHIFT) - 1
+
+
+class Affinity(Policy):
+    name = "affinity"
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
+        self._rings: dict[tuple[str, ...], list[int]] = {}  # tuple of urls in the order passed -> packed ring
+        # url -> its sorted vnode positions: hashing is most of a ring's cost, and a new subset reuses them.
+        self._vnodes: dict[str, list[int]] = {}
+
+    def _ring(self, urls: tuple[str, ...]) -> list[int]:
+        ring = self._rings.get(urls)
+        if ring is None:
+            vnodes = self._vnodes
+            if len(vnodes) > 4096:  # workers come and go over days; don't keep every url ever seen
+                vnodes.clear()
+            count = max(1, self.config.affinity_vnodes)
+            ring = []
+            for idx, url in enumerate(urls):
+                points = vnodes.get(url)
+                if points is None:
+                    # Positions depend on the url only, never on the set: that is what keeps movement minimal.
+                    points = vnodes[url] = sorted(stable_hash(f"{url}#{v}") for v in range(count))
+                ring.extend((p << _SHIFT) | idx for p in points)
+            ring.sort()  # n sorted runs: timsort merges them
+            if len(self._rings) >= _RINGS_KEPT:
+                del self._rings[next(iter(self._rings))]  # oldest first
+            self._rings[urls] = ring
+        return ring
+
+    def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
+        self.decisions += 1
+        n = len(workers)
+        if n == 1:
+            return workers[0]
+        ring = self._ring(tuple(w.url for w in workers))
+        total = 0
+        for w in workers:
+            total += w.in_flight
+        # Taking this request must leave the worker at or below the bound: in_flight + 1 <= bound.
+        bound = math.ceil(self.config.affinity_load_factor * (total + 1) / n)
+        m = len(ring)
+        start = bisect_right(ring, (request.affinity_hash << _SHIFT) | _MASK)  # first position > key
+        if start == m:
+            start = 0
+        first = workers[ring[start] & _MASK]
+        if first.in_flight < bound:
+            return first
+        self.spills += 1
+        # Clockwise from the key. A worker met again on a later vnode is simply re-checked: cheaper than
+        # tracking which were seen, and with a load factor >= 1 the least loaded always fits, so this ends early.
+        for k in range(start + 1, start + m):
+            w = workers[ring[k % m] & _MASK]
+            if w.in_flight < bound:
+                return w
+        # Only reachable with a load factor below 1: nobody fits, so take the least loaded.
+        return min(workers, key=_load)
+
+
+def _load(w: Worker) -> int:
+    return w.in_flight

@@ -1,0 +1,35 @@
+"""Power of two choices: sample two distinct workers at random, send to the one with fewer in flight.
+
+Nearly as well balanced as least-outstanding, but with no global minimum to agree on, so several
+router replicas do not all pile onto the same momentarily idle worker.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from router.policies.base import Policy, PolicyConfig
+from router.request_info import RequestInfo
+from router.workers import Worker
+
+
+class PowerOfTwo(Policy):
+    name = "power_of_two"
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
+        self._randrange = random.Random().randrange  # own stream: seeding the global one elsewhere cannot skew us
+
+    def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
+        self.decisions += 1
+        n = len(workers)
+        if n == 1:
+            return workers[0]
+        # Two distinct uniform indices, as random.sample(workers, 2) would give, without building a list.
+        i = self._randrange(n)
+        j = self._randrange(n - 1)
+        if j >= i:
+            j += 1
+        a, b = workers[i], workers[j]
+        return a if a.in_flight <= b.in_flight else b  # a is already random, so ties need no coin
