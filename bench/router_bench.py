@@ -343,6 +343,7 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def scenario_overhead(ctx: Ctx) -> tuple[str, str]:
+    """Per-request cost of each router over 2 workers at 0 ms and 50 ms service time, direct as the floor."""
     a, rows = ctx.args, []
     for delay in (0.0, 50.0):
         with Fleet(ctx.logdir) as fleet:
@@ -376,6 +377,7 @@ def scenario_overhead(ctx: Ctx) -> tuple[str, str]:
 
 
 def scenario_scaling(ctx: Ctx) -> tuple[str, str]:
+    """genrm over 1, 2, 4, 8 workers of 16 slots; throughput against 1-worker throughput × n."""
     a, counts = ctx.args, [1, 2, 4, 8]
     with Fleet(ctx.logdir) as fleet:
         workers = start_workers(fleet, ctx, [50.0] * max(counts), max_concurrency=16)
@@ -401,6 +403,7 @@ def scenario_scaling(ctx: Ctx) -> tuple[str, str]:
 
 
 def scenario_slow(ctx: Ctx) -> tuple[str, str]:
+    """Each genrm policy over a pool with one 5× slower worker vs an all-fast pool (same policy)."""
     a = ctx.args
     with Fleet(ctx.logdir) as fleet:
         fast = start_workers(fleet, ctx, [50.0] * 4)
@@ -509,6 +512,7 @@ async def grpo_trace(url: str, worker_ids: Sequence[str], duration_s: float, gro
 
 
 def scenario_grpo(ctx: Ctx) -> tuple[str, str]:
+    """Where each genrm policy sends the requests of GRPO groups: group locality and load balance."""
     a = ctx.args
     with Fleet(ctx.logdir) as fleet:
         workers = start_workers(fleet, ctx, [50.0] * 4)

@@ -57,7 +57,8 @@ class RouterApp:
                                     s.health_failure_threshold, s.health_success_threshold, self._on_health)
         if s.discovery_dns:
             name, port, scheme = parse_dns_target(s.discovery_dns)
-            self.discovery = DnsDiscovery(self.core.pool, name, port, scheme, s.discovery_interval_s)
+            self.discovery = DnsDiscovery(self.core.pool, name, port, scheme, s.discovery_interval_s,
+                                          s.discovery_nameservers or None, self._on_discovery)
             await self.discovery.start()
         await self.health.start()
         ready = sum(w.ready for w in self.core.pool.workers)
@@ -74,6 +75,11 @@ class RouterApp:
             w.conns.close_all()
         if self.client:
             await self.client.close()
+
+    def _on_discovery(self, added: list[str], drained: list[str]) -> None:
+        if added and self.health is not None:  # probe newcomers now rather than at the next round
+            for url in added:
+                self.core.loop.create_task(self.health.probe(self.core.pool.by_url[url]))
 
     def _on_health(self, worker: Worker, ready: bool, why: str) -> None:
         if ready:

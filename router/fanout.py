@@ -133,6 +133,9 @@ class FanOut:
             items = _items(status, body, len(indices))
             for local, item in enumerate(items):
                 item["index"] = indices[local]
+                error = item.get("error")
+                if isinstance(error, dict) and isinstance(error.get("param"), str):  # the worker's local index
+                    error["param"] = error["param"].replace(f"samples.{local}", f"samples.{indices[local]}", 1)
                 results[indices[local]] = item
         if not self.client.closed:
             self.client.send_json(200, {"results": results})

@@ -37,6 +37,9 @@ class RouterSettings(ComponentSettings):
         "(a Kubernetes headless service; dns+https:// for TLS workers)."
     )
     discovery_interval_s: float = Field(5.0, gt=0, description="Seconds between DNS resolutions.")
+    discovery_nameservers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description=f"DNS servers to ask (IP or IP:PORT); empty = the system's {_LIST}."
+    )
     policy: str = Field("least_outstanding", description=f"Policy of OpenAI and other routes: {', '.join(POLICIES)}.")
     reward_policy: str = Field(
         "affinity", description="Policy of the reward routes (/v1/reward*, /get_reward, /slime/reward)."
@@ -82,7 +85,7 @@ class RouterSettings(ComponentSettings):
     ssl_keyfile: str | None = Field(None, description="Private key of ssl_certfile.")
     log_level: str = Field("info", description="Log verbosity (debug, info, warning, error); info logs access lines.")
 
-    @field_validator("workers", "api_keys", "admin_api_keys", mode="before")
+    @field_validator("workers", "api_keys", "admin_api_keys", "discovery_nameservers", mode="before")
     @classmethod
     def _lists(cls, v: object) -> object:
         return _split_list(v)
