@@ -39,7 +39,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
@@ -237,7 +237,6 @@ class Target:
     name: str
     url: str
     proc: subprocess.Popen | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def start_router(fleet: Fleet, ctx: Ctx, system: str, workers: Sequence[str], policy: str) -> Target | None:
@@ -291,6 +290,8 @@ def run_wrk(ctx: Ctx, target: Target, connections: int, duration_s: int, affinit
     env = {**os.environ, "WRK_BODY_FILE": str(ctx.body_file), "WRK_AFFINITY_KEYS": "1" if affinity_keys else "0"}
     cmd = ["taskset", "-c", ctx.args.load_cpu, ctx.args.wrk, "-t1", f"-c{connections}", f"-d{duration_s}s",
            "--timeout", "10s", "-s", str(BENCH / "wrk_post.lua"), target.url + CHAT_PATH]
+    if target.proc and target.proc.poll() is not None:
+        raise RuntimeError(f"{target.name} exited ({target.proc.returncode}): {log_tail(target.proc)}")
     cpu0 = group_usage(target.proc.pid)[0] if target.proc else 0.0
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration_s + 60)
     cpu1, rss = group_usage(target.proc.pid) if target.proc else (0.0, 0)
@@ -575,7 +576,7 @@ def machine_line(ctx: Ctx) -> str:
         ours = "unknown"
     wrk = subprocess.run([ctx.args.wrk, "-v"], capture_output=True, text=True).stdout.split(" Copyright")[0]
     rust = rust_versions(ctx.args.rust_venv)
-    return (f"machine: nproc {os.cpu_count()}, {cpu}; router on CPU {ctx.args.router_cpu}, load on CPU "
+    return (f"machine: nproc {len(os.sched_getaffinity(0))}, {cpu}; router on CPU {ctx.args.router_cpu}, load on CPU "
             f"{ctx.args.load_cpu} · Python {platform.python_version()} · genrm-platform {ours} · sglang-router "
             f"{rust['sglang-router']} · vllm-router {rust['vllm-router']} · {wrk.strip()} · "
             f"{ctx.args.duration} s per run, median of {ctx.args.reps}")
@@ -613,7 +614,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--install-rust-routers", action="store_true",
                    help="Create --rust-venv (python -m venv) and pip install sglang-router vllm-router into it first.")
     p.add_argument("--router-cpu", default="0", help="taskset CPU list of the router under test.")
-    p.add_argument("--load-cpu", default="1", help="taskset CPU list of wrk, the mock workers and this script.")
+    p.add_argument("--load-cpu", default="1",
+                   help="CPUs (comma-separated) of wrk, the mock workers, the grpo client and this script.")
     p.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk", help="wrk binary.")
     a = p.parse_args(argv)
     unknown = set(a.scenarios.split(",")) - set(SCENARIOS)
@@ -621,6 +623,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if a.duration < 1 or a.reps < 1:
         p.error("--duration and --reps must be at least 1")
+    if not shutil.which(a.wrk):
+        p.error(f"wrk not found at {a.wrk} (apt-get install wrk)")
     return a
 
 
@@ -632,16 +636,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where started with SIGINT ignored (`cmd &`)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _: sys.exit(128 + signum))  # unwinds: Fleet exits and atexit kill all
-    with contextlib.suppress(OSError, ValueError):
-        os.sched_setaffinity(0, {int(c) for c in a.load_cpu.split(",")})  # keep this script off the router's CPU
     if a.install_rust_routers:
         install_rust_routers(a.rust_venv)
     body_file = logdir / "body.json"
     body_file.write_text(json.dumps(chat_body("Compute the sum of the first 40 odd numbers.", FILLER * 19)))
-    genrm = str(Path(sys.executable).with_name("genrm")) if Path(sys.executable).with_name("genrm").exists() else (
-        shutil.which("genrm") or "genrm")
-    ctx = Ctx(a, logdir, body_file, genrm, *find_rust(a.rust_venv))
+    genrm = Path(sys.executable).with_name("genrm")  # the venv running this script, else PATH
+    ctx = Ctx(a, logdir, body_file, str(genrm) if genrm.exists() else shutil.which("genrm") or "genrm",
+              *find_rust(a.rust_venv))
     header = machine_line(ctx)
+    with contextlib.suppress(OSError, ValueError):
+        os.sched_setaffinity(0, {int(c) for c in a.load_cpu.split(",")})  # keep this script off the router's CPU
     try:
         for name in a.scenarios.split(","):
             NOTES.clear()

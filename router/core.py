@@ -164,6 +164,7 @@ class RouterCore:
         while True:
             await asyncio.sleep(tick_s)
             now = self.loop.time()
+            self.pool.update_slowness(now)
             for exchange in list(self.watched):
                 try:
                     exchange.check(now)

@@ -7,6 +7,7 @@ then closes idle keep-alive connections and its worker pools.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -29,6 +30,8 @@ async def serve(settings: RouterSettings, grace_s: float = 10.0) -> None:
     await app.start()
     server = await loop.create_server(app.connection, settings.host, settings.port, ssl=context, backlog=4096,
                                       reuse_address=True)
+    # Start-up objects (modules, settings, pools) never die: keep full collections from walking them.
+    gc.freeze()
     host, port = server.sockets[0].getsockname()[:2]
     app.bound = (settings.host, port)
     scheme = "https" if context else "http"

@@ -8,6 +8,7 @@ splits the pool into model-aware sub-pools.
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ class Worker:
     models: frozenset[str] = frozenset()
     recipes: frozenset[str] = frozenset()
     latency_ewma_s: float = 0.0
+    latency_at: float = 0.0  # monotonic time of the last latency observation
+    slowness: float = 1.0  # > 1 only for a straggler; policies weigh its load by it
+    penalty: float = 1.0  # a straggler's full (unfaded) slowness
     requests: int = 0
     failures: int = 0  # total failed attempts (the breaker keeps the consecutive count)
     probe_failures: int = 0  # consecutive failed probes
@@ -56,7 +60,8 @@ class Worker:
         return (self.ready and not self.draining and self.breaker.allows()
                 and (not self.max_in_flight or self.in_flight < self.max_in_flight))
 
-    def observe_latency(self, seconds: float, alpha: float = 0.2) -> None:
+    def observe_latency(self, seconds: float, now: float, alpha: float = 0.2) -> None:
+        self.latency_at = now
         old = self.latency_ewma_s
         self.latency_ewma_s = seconds if not old else (1 - alpha) * old + alpha * seconds
 
@@ -69,7 +74,7 @@ class Worker:
             "available": self.available, "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
             "breaker": self.breaker.state, "consecutive_failures": self.breaker.failures,
             "failures": self.failures, "requests": self.requests,
-            "latency_ewma_ms": round(self.latency_ewma_s * 1000, 3),
+            "latency_ewma_ms": round(self.latency_ewma_s * 1000, 3), "slowness": round(self.slowness, 2),
             "models": sorted(self.models), "recipes": sorted(self.recipes),
         }
 
@@ -141,6 +146,33 @@ class WorkerPool:
                  recipe: str | None = None) -> list[Worker]:
         return [w for w in self.by_url.values()
                 if w.available and w not in exclude and (w.serves(model, recipe) if model or recipe else True)]
+
+    def update_slowness(self, now: float, threshold: float = 2.0, decay_s: float = 10.0) -> None:
+        """Mark stragglers: a worker whose latency EWMA is over ``threshold`` × the median of its peers'
+        weighs ``ratio²`` in the load-aware policies, so it gets a request only when the others carry
+        that many times more. The mark fades over ``decay_s`` without new observations, so a worker
+        that recovered is tried again rather than shunned for good (Finagle's peak-EWMA idea).
+        """
+        observed = sorted(w.latency_ewma_s for w in self.by_url.values() if w.latency_ewma_s and w.ready)
+        if len(observed) < 2:
+            for w in self.by_url.values():
+                w.slowness = 1.0
+            return
+        median = observed[(len(observed) - 1) // 2]  # the lower median: one straggler of two is still found
+        for w in self.by_url.values():
+            ratio = w.latency_ewma_s / median if median > 0 else 1.0
+            if ratio <= threshold:
+                w.slowness = w.penalty = 1.0
+                continue
+            w.penalty = ratio * ratio
+            w.slowness = 1.0 + (w.penalty - 1.0) * math.exp(-(now - w.latency_at) / decay_s)
+
+    @staticmethod
+    def on_trial(worker: Worker, now: float) -> None:
+        """A faded straggler was just given a request: full weight again until its answer tells more
+        (else a fast router sends it a burst in the time one slow answer takes)."""
+        worker.slowness = worker.penalty
+        worker.latency_at = now
 
     def served(self) -> tuple[list[str], list[str]]:
         """Models and recipes some live worker serves (for a 404 that says what exists)."""

@@ -15,7 +15,7 @@ from router.policies.cache_aware import CacheAware
 from router.policies.power_of_two import PowerOfTwo
 from router.policies.round_robin import RoundRobin
 from router.request_info import RequestInfo
-from router.workers import Worker
+from router.workers import Worker, WorkerPool
 
 
 def make_workers(n: int, start: int = 0) -> list[Worker]:
@@ -284,3 +284,29 @@ def test_every_policy_returns_one_of_the_workers_and_counts(name: str) -> None:
     assert all(w.in_flight == (49 * (j + 1)) % 5 for j, w in enumerate(ws))  # policies never touch in_flight
     if name != "least_outstanding":
         assert policy.decisions == 50
+
+
+def test_straggler_weighs_its_slowness_and_the_mark_fades() -> None:
+    workers = make_workers(4)
+    for w in workers:
+        w.ready = True
+    for w in workers[:3]:
+        w.observe_latency(0.05, now=100.0)
+    workers[3].observe_latency(0.25, now=100.0)  # 5x the median
+    pool = WorkerPool()
+    pool.by_url = {w.url: w for w in workers}
+    pool.update_slowness(now=100.0)
+    assert [w.slowness for w in workers[:3]] == [1.0, 1.0, 1.0]
+    assert workers[3].slowness == pytest.approx(25.0)
+    # The fast ones carry 10 each: 11 < 25, so least_outstanding and affinity still avoid the straggler.
+    for w in workers[:3]:
+        w.in_flight = 10
+    lo, aff = create_policy("least_outstanding"), create_policy("affinity")
+    assert all(lo.select(workers, chat(f"q{i}")) is not workers[3] for i in range(20))
+    assert all(aff.select(workers, keyed(f"k{i}")) is not workers[3] for i in range(200))
+    pool.update_slowness(now=100.0 + 60)  # a minute without news: tried again
+    assert workers[3].slowness < 1.1
+    # Ordinary spread (under 2x the median) is not a straggler.
+    workers[3].latency_ewma_s = 0.09
+    pool.update_slowness(now=200.0)
+    assert workers[3].slowness == 1.0

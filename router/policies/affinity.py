@@ -71,18 +71,18 @@ class Affinity(Policy):
         if start == m:
             start = 0
         first = workers[ring[start] & _MASK]
-        if first.in_flight < bound:
+        if (first.in_flight + 1) * first.slowness <= bound:  # a straggler weighs its slowness (workers.py)
             return first
         self.spills += 1
         # Clockwise from the key. A worker met again on a later vnode is simply re-checked: cheaper than
         # tracking which were seen, and with a load factor >= 1 the least loaded always fits, so this ends early.
         for k in range(start + 1, start + m):
             w = workers[ring[k % m] & _MASK]
-            if w.in_flight < bound:
+            if (w.in_flight + 1) * w.slowness <= bound:
                 return w
         # Only reachable with a load factor below 1: nobody fits, so take the least loaded.
         return min(workers, key=_load)
 
 
-def _load(w: Worker) -> int:
-    return w.in_flight
+def _load(w: Worker) -> float:
+    return (w.in_flight + 1) * w.slowness

@@ -1,4 +1,8 @@
-"""Fewest requests in flight wins; ties rotate so idle workers share sequential traffic."""
+"""Fewest requests in flight wins; ties rotate so idle workers share sequential traffic.
+
+Load is ``(in_flight + 1) × slowness``: a straggler (see :meth:`WorkerPool.update_slowness`) counts as
+carrying more than it does, so it only gets work when the others are far busier.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,6 @@ class LeastOutstanding(Policy):
         self._turn = itertools.count()
 
     def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
-        low = min(w.in_flight for w in workers)
-        tied = [w for w in workers if w.in_flight == low]
+        low = min((w.in_flight + 1) * w.slowness for w in workers)
+        tied = [w for w in workers if (w.in_flight + 1) * w.slowness == low]
         return tied[next(self._turn) % len(tied)]

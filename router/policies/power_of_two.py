@@ -32,4 +32,5 @@ class PowerOfTwo(Policy):
         if j >= i:
             j += 1
         a, b = workers[i], workers[j]
-        return a if a.in_flight <= b.in_flight else b  # a is already random, so ties need no coin
+        # a is already random, so ties need no coin
+        return a if (a.in_flight + 1) * a.slowness <= (b.in_flight + 1) * b.slowness else b

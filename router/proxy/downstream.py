@@ -189,6 +189,8 @@ class ClientConnection(asyncio.Protocol):
         """The active request is answered: close, or go on with the next pipelined one."""
         request, self.active = self.active, None
         self.paused_by = None
+        if request is not None:
+            request.handler = None  # break the request <-> exchange cycle: freed by refcount, not the GC
         if self.closed:
             return
         if close or request is None or not request.keep_alive:

@@ -20,7 +20,7 @@ import random
 from typing import TYPE_CHECKING
 
 from router.proxy.upstream import UpstreamConnection
-from router.workers import Worker
+from router.workers import Worker, WorkerPool
 from trainer_client.protocol import error_body
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ DEADLINE_HEADER = b"x-genrm-timeout"  # seconds the client will wait, sent by th
 
 class Exchange:
     __slots__ = (
+        "attempt_started",
         "attempts",
         "client",
         "conn",
@@ -141,6 +142,9 @@ class Exchange:
             worker = self.policy.select(workers, self.info) if len(workers) > 1 else workers[0]
         self.queued_until = 0.0
         self.last_url = worker.url
+        self.attempt_started = self.loop.time()
+        if worker.slowness != 1.0:
+            WorkerPool.on_trial(worker, self.attempt_started)
         self.tried.add(worker)
         self.attempts += 1
         worker.in_flight += 1
@@ -368,7 +372,8 @@ class Exchange:
         self.core.watched.discard(self)
         if ok:
             worker.breaker.on_success()
-            worker.observe_latency(self.loop.time() - self.started)
+            now = self.loop.time()
+            worker.observe_latency(now - self.attempt_started, now)
         elif ok is None:
             worker.breaker.trial = False
         else:
