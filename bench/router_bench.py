@@ -618,7 +618,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="CPUs (comma-separated) of wrk, the mock workers, the grpo client and this script.")
     p.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk", help="wrk binary.")
     a = p.parse_args(argv)
-    unknown = set(a.scenarios.split(",")) - set(SCENARIOS)
+    a.scenarios = [name for name in a.scenarios.split(",") if name]  # "" = none (e.g. only --install-rust-routers)
+    unknown = set(a.scenarios) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if a.duration < 1 or a.reps < 1:
@@ -647,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(OSError, ValueError):
         os.sched_setaffinity(0, {int(c) for c in a.load_cpu.split(",")})  # keep this script off the router's CPU
     try:
-        for name in a.scenarios.split(","):
+        for name in a.scenarios:
             NOTES.clear()
             title, table = SCENARIOS[name](ctx)
             print(f"\n### {title}\n\n{header}\n\n{table}\n", flush=True)

@@ -45,6 +45,7 @@ class RouterApp:
         self.client: aiohttp.ClientSession | None = None
         self.health: HealthChecker | None = None
         self.discovery: DnsDiscovery | None = None
+        self._reaper: asyncio.Task | None = None
         self.bound: tuple[str, int] | None = None  # where the server listens (admin refuses self-loops)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -61,11 +62,23 @@ class RouterApp:
                                           s.discovery_nameservers or None, self._on_discovery)
             await self.discovery.start()
         await self.health.start()
+        self._reaper = asyncio.create_task(self._reap_idle(), name="genrm-router-idle-reaper")
         ready = sum(w.ready for w in self.core.pool.workers)
         log.info("router: %d workers (%d ready); policy %s, reward policy %s%s", len(self.core.pool.workers), ready,
                  s.policy, s.reward_policy, "; API keys required" if self.keys.enabled else "")
 
+    async def _reap_idle(self) -> None:
+        limit = self.settings.client_idle_timeout_s
+        while True:
+            await asyncio.sleep(min(5.0, limit / 2))
+            now = self.core.loop.time()
+            for conn in list(self.connections):
+                if conn.active is None and now - conn.idle_since > limit and conn.transport is not None:
+                    conn.transport.close()
+
     async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
         if self.discovery:
             await self.discovery.stop()
         if self.health:
@@ -120,6 +133,10 @@ class RouterApp:
                                         [(b"retry-after", str(max(1, math.ceil(wait))).encode())])
         if request.method == "GET" and path in ("/metrics", "/workers"):
             return self._ops(client, path)
+        if request.method == "GET" and path == "/v1/models" and not self.core.homogeneous():
+            models, _ = self.core.pool.served()  # pools differ: list every model, not one worker's
+            return client.send_json(200, {"object": "list", "data": [
+                {"id": m, "object": "model", "owned_by": "genrm"} for m in models]})
         if request.method not in ("GET", "POST", "DELETE", "PUT", "PATCH"):
             return client.send_json(405, error_body(405, f"method {request.method} is not supported"))
         policy, retry = self.core.policy_for(path)

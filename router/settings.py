@@ -80,6 +80,9 @@ class RouterSettings(ComponentSettings):
     breaker_failure_threshold: int = Field(3, ge=1, description="Failed requests in a row that open the breaker.")
     breaker_backoff_s: float = Field(1.0, gt=0, description="First open period; doubles per re-opening.")
     breaker_backoff_max_s: float = Field(60.0, gt=0, description="Cap of the open period.")
+    client_idle_timeout_s: float = Field(
+        75.0, gt=0, description="Close a client connection idle (or sending a request slowly) this long."
+    )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Bodies larger than this get 413.")
     ssl_certfile: str | None = Field(None, description="Serve HTTPS with this PEM certificate chain.")
     ssl_keyfile: str | None = Field(None, description="Private key of ssl_certfile.")

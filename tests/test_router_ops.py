@@ -485,6 +485,31 @@ def test_queue_timeout_answers_503(procs):
     assert len(seen(worker)) == 1  # the timed-out request never reached the worker
 
 
+def test_queued_request_deadline_and_client_leaving_the_queue(procs):
+    worker = procs.echo("qdeadline")
+    control(worker, delay_s=1.5)
+    router = procs.router([worker], "--max-in-flight-per-worker", "1", "--queue-timeout-s", "10")
+    first = Background(lambda: chat(router))
+    wait_for(lambda: workers_of(router)[worker.url]["in_flight"] == 1, "the first request in flight", 5)
+
+    # A client deadline shorter than the queue timeout ends the wait: 504, not a 10 s wait.
+    t0 = time.monotonic()
+    resp = chat(router, {"x-genrm-timeout": "0.3"})
+    assert resp.status_code == 504 and time.monotonic() - t0 < 1.0
+    assert "while queued" in error_of(resp)["message"]
+    assert _queue_depth(router) == 0
+
+    # A client that gives up while queued leaves the queue (no slot is held for nobody).
+    with pytest.raises(httpx.ReadTimeout):
+        chat(router, timeout=0.3)
+    wait_for(lambda: _queue_depth(router) == 0, "the abandoned request to leave the queue", 5)
+    a, _ = first.result()
+    assert a.status_code == 200
+    assert len(seen(worker)) == 1  # neither queued request reached the worker
+    assert chat(router).status_code == 200  # the slot is free again
+    assert workers_of(router)[worker.url]["in_flight"] == 0
+
+
 @pytest.mark.xfail(strict=True, reason="BUG: RouterCore.wake() only wakes the queue's head; a head waiting for a "
                                        "busy model-a worker is re-queued in front and the model-b request behind it "
                                        "is never woken although its worker is free (router/core.py wake/enqueue)")

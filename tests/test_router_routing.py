@@ -194,7 +194,8 @@ def test_affinity_key_header_sticks_on_chat(echo3, router):
     key = {"X-Affinity-Key": "session-42"}
     picks = {answered_by(chat(r, f"different prompt {i}", headers=key)) for i in range(8)}
     assert len(picks) == 1
-    owner = next(e for e in echo3 if port_of(e) == picks.pop())
+    (owner_port,) = picks
+    owner = next(e for e in echo3 if port_of(e) == owner_port)
     assert seen(owner, "/v1/chat/completions")[-1]["affinity"] == "session-42"  # forwarded to the worker
     spread = {answered_by(chat(r, "same prompt", headers={"X-Affinity-Key": f"k{i}"})) for i in range(12)}
     assert len(spread) >= 2

@@ -71,6 +71,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.paused_by: Any = None  # the upstream connection paused because this client reads slowly
         self.write_paused = False
+        self.idle_since = 0.0  # when the last answer ended (the idle reaper closes long-idle connections)
         self._reset()
 
     def _reset(self) -> None:
@@ -84,6 +85,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
+        self.idle_since = self.loop.time()
         if self.on_open:
             self.on_open(self)
 
@@ -173,7 +176,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _start(self, request: Request) -> None:
         self.active = request
-        request.started = asyncio.get_running_loop().time()
+        request.started = self.loop.time()
         if request.rejected is not None:
             status, message, param = request.rejected
             request.keep_alive = False  # the rest of an oversized body may still be coming: close after
@@ -199,6 +202,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.queue:
             self._start(self.queue.popleft())
+        else:
+            self.idle_since = self.loop.time()
 
     def send(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
              content_type: bytes = b"application/json") -> None:
