@@ -164,7 +164,7 @@ class RouterApp:
         return True
 
     def _identity(self, client: ClientConnection, request: Request) -> str:
-        auth = request.header(b"authorization")
+        auth = request.header(b"authorization") if self.keys.enabled else None  # verified keys only
         if auth:  # a digest: the bucket table never holds a key
             return hashlib.blake2b(auth.encode(), digest_size=12).hexdigest()
         peer = client.transport.get_extra_info("peername") if client.transport else None

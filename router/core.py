@@ -141,14 +141,30 @@ class RouterCore:
         exchange.queued_until = 0.0
         return True
 
-    def wake(self) -> None:
-        """A slot may have freed: let the oldest waiter try again."""
-        if self.queue:
-            self.queue.popleft().wake()
+    def wake(self, scan: int = 64) -> None:
+        """A slot may have freed: the oldest waiter that some worker can take now goes.
+
+        Not just the head: a request waiting for a busy model pool must not block one behind it whose
+        pool has room. The scan is bounded so a long blocked queue costs little per freed slot.
+        """
+        for i, exchange in enumerate(self.queue):
+            if i >= scan:
+                return
+            try:
+                ok = bool(self.candidates(exchange.info, exchange.tried))
+            except LookupError:
+                ok = True  # its attempt will answer the 404
+            if ok:
+                del self.queue[i]
+                exchange.wake()
+                return
 
     def wake_all(self) -> None:
         for _ in range(len(self.queue)):
+            before = len(self.queue)
             self.wake()
+            if len(self.queue) >= before:  # nobody could go
+                return
 
     # -- timeouts -----------------------------------------------------------------------------
 

@@ -147,11 +147,13 @@ class WorkerPool:
         return [w for w in self.by_url.values()
                 if w.available and w not in exclude and (w.serves(model, recipe) if model or recipe else True)]
 
-    def update_slowness(self, now: float, threshold: float = 2.0, decay_s: float = 10.0) -> None:
+    def update_slowness(self, now: float, threshold: float = 2.0, decay_s: float = 10.0,
+                        min_gap_s: float = 0.025) -> None:
         """Mark stragglers: a worker whose latency EWMA is over ``threshold`` × the median of its peers'
         weighs ``ratio²`` in the load-aware policies, so it gets a request only when the others carry
         that many times more. The mark fades over ``decay_s`` without new observations, so a worker
-        that recovered is tried again rather than shunned for good (Finagle's peak-EWMA idea).
+        that recovered is tried again rather than shunned for good (Finagle's peak-EWMA idea). Gaps
+        under ``min_gap_s`` never count: 0.5 ms against 0.2 ms is noise, not a straggler.
         """
         observed = sorted(w.latency_ewma_s for w in self.by_url.values() if w.latency_ewma_s and w.ready)
         if len(observed) < 2:
@@ -161,7 +163,7 @@ class WorkerPool:
         median = observed[(len(observed) - 1) // 2]  # the lower median: one straggler of two is still found
         for w in self.by_url.values():
             ratio = w.latency_ewma_s / median if median > 0 else 1.0
-            if ratio <= threshold:
+            if ratio <= threshold or w.latency_ewma_s - median < min_gap_s:
                 w.slowness = w.penalty = 1.0
                 continue
             w.penalty = ratio * ratio

@@ -22,6 +22,7 @@ class LeastOutstanding(Policy):
         self._turn = itertools.count()
 
     def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
+        self.decisions += 1
         low = min((w.in_flight + 1) * w.slowness for w in workers)
         tied = [w for w in workers if (w.in_flight + 1) * w.slowness == low]
         return tied[next(self._turn) % len(tied)]

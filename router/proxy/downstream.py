@@ -71,6 +71,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.paused_by: Any = None  # the upstream connection paused because this client reads slowly
         self.write_paused = False
+        self.discard = False  # refused an upload: ignore the rest of it
         self.idle_since = 0.0  # when the last answer ended (the idle reaper closes long-idle connections)
         self._reset()
 
@@ -91,6 +92,8 @@ class ClientConnection(asyncio.Protocol):
             self.on_open(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.discard:
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:  # a bug of ours in a handler: say so, keep serving others
@@ -145,6 +148,8 @@ class ClientConnection(asyncio.Protocol):
         if length is not None and length > self.max_body_bytes:
             self._reject = (413, f"request body exceeds the limit of {self.max_body_bytes} bytes (max_body_bytes)",
                             "body")
+            if self.active is None and not self.queue:  # answer now: never read a body we will refuse
+                self._refuse_upload()
         elif expect:  # curl sends Expect for bodies over 1 KiB and would otherwise wait a second
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -222,6 +227,12 @@ class ClientConnection(asyncio.Protocol):
 
     def send_json(self, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.send(status, json.dumps(payload).encode(), headers)
+
+    def _refuse_upload(self) -> None:
+        status, message, param = self._reject
+        self.active = Request("", "", "", [], b"", False, "1.1")
+        self.send_json(status, error_body(status, message, param=param))  # with connection: close, then closed
+        self.discard = True
 
     def _fatal(self, status: int, message: str) -> None:
         active = self.active

@@ -98,7 +98,8 @@ class Exchange:
         r, s = self.request, self.core.settings
         target = r.path + ("?" + r.query if r.query else "")
         parts = [f"{r.method} {target} HTTP/1.1\r\n".encode("latin-1")]
-        strip_auth = bool(s.worker_api_key or s.api_keys)  # the router's keys are not the workers' keys
+        # The router's keys (client or admin) are not the workers' keys: never forward them.
+        strip_auth = bool(s.worker_api_key or s.api_keys or s.admin_api_keys)
         for k, v in r.headers:
             if k in _SKIP or (strip_auth and k == b"authorization"):
                 continue
