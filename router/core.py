@@ -60,9 +60,14 @@ class RouterCore:
         return self.default_policy, _RETRY
 
     def homogeneous(self) -> bool:
-        """All live workers serve the same models and recipes: no need to read a request's model."""
+        """All workers serve the same models and recipes: no need to read a request's model.
+
+        Judged over every worker that said what it serves, ready or not: a model whose only worker is
+        down must not look "served by all" and be sent to workers that never had it.
+        """
         if self.pool.version != self._served_version:
-            live = {(w.models, w.recipes) for w in self.pool.by_url.values() if w.ready and not w.draining}
+            live = {(w.models, w.recipes) for w in self.pool.by_url.values()
+                    if not w.draining and (w.models or w.recipes)}
             self._homogeneous, self._served_version = len(live) <= 1, self.pool.version
         return self._homogeneous
 
@@ -76,15 +81,16 @@ class RouterCore:
     def candidates(self, info: RequestInfo, tried: set[Worker], busy_ok: bool = False) -> list[Worker]:
         """Available workers not tried yet that serve what the request asks for.
 
-        Raises LookupError when no live worker serves the requested model/recipe at all (a 404).
+        Raises LookupError when no worker serves the requested model/recipe at all (a 404); when its
+        workers exist but none is ready, the list is empty (a 503 the client retries).
         With ``busy_ok``, workers that are only at their in-flight cap count too (worth waiting for).
         """
         model, recipe = self._wanted(info)
         if model is None and recipe is None:
             workers = self.pool.by_url.values()
         else:
-            workers = [w for w in self.pool.by_url.values() if w.serves(model, recipe)]
-            if not workers or not any(w.ready and not w.draining for w in workers):
+            workers = [w for w in self.pool.by_url.values() if w.serves(model, recipe) and not w.draining]
+            if not workers:
                 models, recipes = self.pool.served()
                 if model is not None:
                     raise LookupError(f"model {model!r} is not served by any worker; served: {models}")

@@ -85,15 +85,16 @@ class FanOut:
         self.task: asyncio.Task | None = None
 
     def start(self, workers: list[Worker]) -> None:
-        plan = self._plan(workers)
         loop = self.core.loop
         policy, retry = self.core.policy_for(self.request.path)
+        prefix = self.core.settings.affinity_prefix_chars
         parts: list[tuple[list[int], Collector]] = []
-        for worker, indices in plan.items():
+        for (worker, recipe), indices in self._plan(workers).items():
             body = json.dumps({"samples": [self.samples[i] for i in indices]}).encode()
             sub = Request(self.request.method, self.request.path, "", self.request.headers, body, True, "1.1")
             collector = Collector(sub, loop)
-            info = RequestInfo(sub.path, body, None, self.core.settings.affinity_prefix_chars)
+            info = RequestInfo(sub.path, body, None, prefix)
+            info.__dict__["recipe"] = recipe  # a retry stays among the workers serving it
             exchange = Exchange(self.core, collector, sub, info, policy, sub.path, retry)  # type: ignore[arg-type]
             exchange.preferred = worker
             sub.handler = exchange
@@ -103,27 +104,36 @@ class FanOut:
         self.core.metrics.fanout_items.inc(len(self.samples))
         self.task = loop.create_task(self._gather(parts))
 
-    def _plan(self, workers: list[Worker]) -> dict[Worker, list[int]]:
-        """Group items by affinity key and place whole groups, weighting load by items already placed."""
+    def _plan(self, workers: list[Worker]) -> dict[tuple[Worker | None, str | None], list[int]]:
+        """Group items by recipe and affinity key; place whole groups among the workers serving their
+        recipe, weighting load by the items already placed. ``None`` = no worker fits (its exchange says why)."""
         prefix = self.core.settings.affinity_prefix_chars
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[str | None, str], list[int]] = {}
         for i, sample in enumerate(self.samples):
+            recipe = sample.get("recipe") if isinstance(sample, dict) else None
+            recipe = recipe if isinstance(recipe, str) and recipe else None
             key = sample_affinity_text(sample, prefix) if isinstance(sample, dict) else ""
-            groups.setdefault(key or f"i:{i}", []).append(i)
+            groups.setdefault((recipe, key or f"i:{i}"), []).append(i)
         policy, _ = self.core.policy_for(self.request.path)
-        plan: dict[Worker, list[int]] = {}
+        mixed = not self.core.homogeneous()
+        plan: dict[tuple[Worker | None, str | None], list[int]] = {}
+        placed: list[tuple[Worker, int]] = []
         try:
-            for key, indices in groups.items():
-                info = RequestInfo(self.request.path, b"", None, prefix)
-                first = self.samples[indices[0]]
-                info.__dict__.update(affinity_text=key, affinity_hash=stable_hash(key),
-                                     json=first if isinstance(first, dict) else None)
-                worker = policy.select(workers, info)
-                worker.in_flight += len(indices)  # provisional, so the bounded load sees this batch too
-                plan.setdefault(worker, []).extend(indices)
+            for (recipe, key), indices in groups.items():
+                fit = [w for w in workers if w.serves(None, recipe)] if mixed and recipe else workers
+                worker = None
+                if fit:
+                    info = RequestInfo(self.request.path, b"", None, prefix)
+                    first = self.samples[indices[0]]
+                    info.__dict__.update(affinity_text=key, affinity_hash=stable_hash(key),
+                                         json=first if isinstance(first, dict) else None)
+                    worker = policy.select(fit, info)
+                    worker.in_flight += len(indices)  # provisional, so the bounded load sees this batch too
+                    placed.append((worker, len(indices)))
+                plan.setdefault((worker, recipe if mixed else None), []).extend(indices)
         finally:
-            for worker, indices in plan.items():
-                worker.in_flight -= len(indices)
+            for worker, n in placed:
+                worker.in_flight -= n
         return plan
 
     async def _gather(self, parts: list[tuple[list[int], Collector]]) -> None:

@@ -65,8 +65,16 @@ class RequestInfo:
 
     @cached_property
     def recipe(self) -> str | None:
+        """The recipe asked for; for a batch, the one all its samples share (else None: any worker)."""
         body = self.json
-        recipe = body.get("recipe") if isinstance(body, dict) and self.path in REWARD_PATHS else None
+        if not isinstance(body, dict) or self.path not in REWARD_PATHS:
+            return None
+        samples = body.get("samples")
+        if self.path == "/v1/reward/batch" and isinstance(samples, list):
+            recipes = {s.get("recipe") if isinstance(s, dict) else None for s in samples}
+            recipe = recipes.pop() if len(recipes) == 1 else None
+        else:
+            recipe = body.get("recipe")
         return recipe if isinstance(recipe, str) and recipe else None
 
     @cached_property

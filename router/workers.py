@@ -66,7 +66,9 @@ class Worker:
         self.latency_ewma_s = seconds if not old else (1 - alpha) * old + alpha * seconds
 
     def serves(self, model: str | None, recipe: str | None) -> bool:
-        return (model is None or model in self.models) and (recipe is None or recipe in self.recipes)
+        """Empty sets mean "did not say" (no /v1/models or /v1/recipes): such a worker takes anything."""
+        return ((model is None or not self.models or model in self.models)
+                and (recipe is None or not self.recipes or recipe in self.recipes))
 
     def describe(self) -> dict[str, object]:
         return {
@@ -177,6 +179,6 @@ class WorkerPool:
         worker.latency_at = now
 
     def served(self) -> tuple[list[str], list[str]]:
-        """Models and recipes some live worker serves (for a 404 that says what exists)."""
-        live = [w for w in self.by_url.values() if w.ready and not w.draining]
+        """Models and recipes the workers serve (for a 404 that says what exists)."""
+        live = [w for w in self.by_url.values() if not w.draining]
         return sorted({m for w in live for m in w.models}), sorted({r for w in live for r in w.recipes})
