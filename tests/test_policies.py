@@ -310,3 +310,13 @@ def test_straggler_weighs_its_slowness_and_the_mark_fades() -> None:
     workers[3].latency_ewma_s = 0.09
     pool.update_slowness(now=200.0)
     assert workers[3].slowness == 1.0
+
+
+def test_power_of_two_never_prefers_a_marked_straggler_over_a_peer() -> None:
+    fast, slow = make_workers(2)
+    slow.slowness = 25.0
+    fast.in_flight = 40  # past the penalty: a load comparison alone would pick the straggler
+    p2c = create_policy("power_of_two")
+    assert all(p2c.select([fast, slow], chat(f"q{i}")) is fast for i in range(50))
+    slow.slowness = 1.5  # faded below the mark: an ordinary load contest again
+    assert p2c.select([fast, slow], chat("q")) is slow

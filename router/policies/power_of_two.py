@@ -32,5 +32,10 @@ class PowerOfTwo(Policy):
         if j >= i:
             j += 1
         a, b = workers[i], workers[j]
+        # Two samples are a fair contest between peers only: a marked straggler loses to a peer whatever the
+        # loads (random sampling lets one fast worker's queue grow past the penalty now and then).
+        sa, sb = a.slowness > 2.0, b.slowness > 2.0
+        if sa != sb:
+            return b if sa else a
         # a is already random, so ties need no coin
         return a if (a.in_flight + 1) * a.slowness <= (b.in_flight + 1) * b.slowness else b
