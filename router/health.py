@@ -44,7 +44,7 @@ class HealthChecker:
                 status, _ = await self._get(worker, "/ready")
             ok = status == 200
             cause = "" if ok else f"answered {status}"
-        except TimeoutError:
+        except asyncio.TimeoutError:  # the builtin only from 3.11 on
             ok, cause = False, "timeout"
         except (aiohttp.ClientError, ValueError) as exc:
             ok, cause = False, repr(exc)
@@ -76,7 +76,7 @@ class HealthChecker:
             if status == 200 and isinstance(body, dict):
                 worker.recipes = frozenset(r["name"] for r in body.get("recipes", [])
                                            if isinstance(r, dict) and "name" in r)
-        except (TimeoutError, aiohttp.ClientError, ValueError, TypeError) as exc:
+        except (asyncio.TimeoutError, aiohttp.ClientError, ValueError, TypeError) as exc:
             log.warning("could not read what worker %s serves: %r", worker.url, exc)
 
     def _set(self, worker: Worker, ready: bool, why: str) -> None:

@@ -167,7 +167,7 @@ class Exchange:
             conn = await worker.conns.connect(self.core.settings.connect_timeout_s)
         except asyncio.CancelledError:
             return
-        except (OSError, TimeoutError) as exc:
+        except (OSError, asyncio.TimeoutError) as exc:  # not the builtin on 3.10
             self.connecting = None
             if self.worker is worker and not self.finished:
                 self._attempt_failed(f"worker {worker.url} unreachable: {exc!r}", count=True, reason="connect")
