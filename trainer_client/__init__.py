@@ -2,5 +2,6 @@
 
 from trainer_client.client import AsyncGenRMClient, GenRMClient
 from trainer_client.errors import GenRMError
+from trainer_client.reward_client import AsyncRewardClient, RewardClient
 
-__all__ = ["AsyncGenRMClient", "GenRMClient", "GenRMError"]
+__all__ = ["AsyncGenRMClient", "AsyncRewardClient", "GenRMClient", "GenRMError", "RewardClient"]

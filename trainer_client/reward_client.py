@@ -1,0 +1,293 @@
+"""Reward clients for trainers: score one sample, a batch, or stream results as they finish.
+
+- Every call has a deadline (``timeout_s``) that is also sent to the router (``X-GenRM-Timeout``), so
+  no layer waits longer than the trainer will.
+- Connect errors, dropped connections (a router restart) and 429/502/503/504 are retried with
+  back-off, honouring ``Retry-After``, within that deadline.
+- What a failure becomes is explicit (``on_failure``): ``raise`` (default) a :class:`GenRMError`
+  naming the URL, status and attempts; ``rule_only`` the math rule computed locally, flagged
+  ``reward_source = "fallback"``; ``none`` a None (TRL drops such samples). Never a silent 0.
+
+:class:`RewardClient` is the blocking facade: it runs the async client on a private event-loop
+thread, so it also works from code that already runs inside an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Literal, TypeVar
+
+import httpx
+
+from trainer_client._transport import RETRY_STATUS, ClientConfig, decode, retry_delay
+from trainer_client.errors import GenRMError
+from trainer_client.math_rule import compute_math
+
+log = logging.getLogger("genrm.client")
+
+FailurePolicy = Literal["raise", "rule_only", "none"]
+Mode = Literal["auto", "batch", "single"]
+Result = dict[str, Any] | None
+T = TypeVar("T")
+
+_POLICIES = ("raise", "rule_only", "none")
+# Dropped or refused connections: the router restarting, a pod moving. Scoring is idempotent: retry.
+_RETRY_EXC = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+              httpx.WriteError, httpx.PoolTimeout)
+
+
+def fallback_result(sample: dict[str, Any], error: BaseException) -> dict[str, Any]:
+    """The math rule computed here, flagged: what ``on_failure="rule_only"`` returns."""
+    truth = sample.get("ground_truth")
+    solution = sample.get("solution", sample.get("response", sample.get("solution_str", "")))
+    result = compute_math(str(solution or ""), "" if truth is None else str(truth)).to_dict()
+    return {**result, "reward_source": "fallback", "error": str(error)}
+
+
+class AsyncRewardClient:
+    """Scores samples through the router's reward API (``/v1/reward``, ``/v1/reward/batch``).
+
+    A sample is a dict of :class:`~trainer_client.protocol.RewardRequest` fields: ``recipe``,
+    ``data_source``, ``question``, ``solution``, ``ground_truth``, ``extra_info``, ``group_id``.
+    ``recipe`` here is the default for samples that name none.
+    """
+
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None, recipe: str | None = None,
+                 timeout_s: float = 600.0, max_retries: int = 4, concurrency: int = 64,
+                 on_failure: FailurePolicy = "raise", progress: bool | None = None, mode: Mode = "auto",
+                 batch_size: int = 256):
+        if on_failure not in _POLICIES:
+            raise ValueError(f"on_failure must be one of {', '.join(_POLICIES)}, got {on_failure!r}")
+        if mode not in ("auto", "batch", "single"):
+            raise ValueError(f"mode must be auto, batch or single, got {mode!r}")
+        if concurrency < 1 or batch_size < 1:
+            raise ValueError("concurrency and batch_size must be >= 1")
+        self.config = ClientConfig.resolve(base_url, api_key, timeout_s, max_retries, concurrency)
+        self.recipe, self.on_failure, self.progress = recipe, on_failure, progress
+        self.concurrency, self.mode, self.batch_size = concurrency, mode, batch_size
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:  # created on first use: bound to the loop that uses it
+            self._http = httpx.AsyncClient(**self.config.httpx_kwargs())
+        return self._http
+
+    # -- public API ---------------------------------------------------------------------------
+
+    async def score(self, sample: dict[str, Any]) -> Result:
+        """One sample's result dict (``score`` plus the recipe's keys)."""
+        body = self._prepare(sample)
+        try:
+            return await self._post("/v1/reward", body)
+        except GenRMError as exc:
+            return self._failed(body, exc)
+
+    async def score_batch(self, samples: Sequence[dict[str, Any]], *, concurrency: int | None = None,
+                          progress: bool | None = None) -> list[Result]:
+        """Results in the order of ``samples``. ``mode="batch"`` (and ``auto``) sends chunks of
+        ``batch_size`` to ``/v1/reward/batch`` (the router fans them out by group); ``single`` sends
+        one request per sample, ``concurrency`` at a time."""
+        bodies = [self._prepare(s) for s in samples]
+        results: list[Result] = [None] * len(bodies)
+        bar = _progress_bar(len(bodies), self.progress if progress is None else progress)
+        limit = asyncio.Semaphore(concurrency or self.concurrency)
+        try:
+            if self.mode == "single":
+                async def one(i: int) -> None:
+                    async with limit:
+                        results[i] = await self._score_body(bodies[i])
+                    bar(1)
+
+                await asyncio.gather(*(one(i) for i in range(len(bodies))))
+            else:
+                async def chunk(start: int) -> None:
+                    async with limit:
+                        part = await self._score_chunk(bodies[start:start + self.batch_size])
+                    results[start:start + len(part)] = part
+                    bar(len(part))
+
+                await asyncio.gather(*(chunk(s) for s in range(0, len(bodies), self.batch_size)))
+        finally:
+            bar(0, close=True)
+        return results
+
+    async def as_completed(self, samples: Sequence[dict[str, Any]], *,
+                           concurrency: int | None = None) -> AsyncIterator[tuple[int, Result]]:
+        """Yield ``(index, result)`` as each sample's score arrives (for fully asynchronous trainers)."""
+        limit = asyncio.Semaphore(concurrency or self.concurrency)
+
+        async def one(i: int, body: dict[str, Any]) -> tuple[int, Result]:
+            async with limit:
+                return i, await self._score_body(body)
+
+        tasks = [asyncio.ensure_future(one(i, self._prepare(s))) for i, s in enumerate(samples)]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                yield await next_done
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def recipes(self) -> dict[str, Any]:
+        return await self._post("/v1/recipes", None, method="GET")
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __aenter__(self) -> AsyncRewardClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _prepare(self, sample: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(sample, dict):
+            raise TypeError(f"a sample is a dict of reward fields, got {type(sample).__name__}")
+        if self.recipe and not sample.get("recipe"):
+            return {**sample, "recipe": self.recipe}
+        return sample
+
+    async def _score_body(self, body: dict[str, Any]) -> Result:
+        try:
+            return await self._post("/v1/reward", body)
+        except GenRMError as exc:
+            return self._failed(body, exc)
+
+    async def _score_chunk(self, bodies: list[dict[str, Any]]) -> list[Result]:
+        try:
+            payload = await self._post("/v1/reward/batch", {"samples": bodies})
+        except GenRMError as exc:
+            return [self._failed(b, exc) for b in bodies]
+        out: list[Result] = []
+        for body, item in zip(bodies, payload["results"], strict=True):
+            if item.get("error"):
+                err = item["error"]
+                exc = GenRMError(f"sample failed: {err.get('message')}", url=self.config.base_url + "/v1/reward/batch",
+                                 status=err.get("code"), attempts=1)
+                out.append(self._failed(body, exc))
+            else:
+                out.append(item["result"])
+        return out
+
+    def _failed(self, body: dict[str, Any], exc: GenRMError) -> Result:
+        if self.on_failure == "raise":
+            raise exc
+        log.warning("reward call failed (%s): %s", self.on_failure, exc)
+        return fallback_result(body, exc) if self.on_failure == "rule_only" else None
+
+    async def _post(self, path: str, body: Any, method: str = "POST") -> Any:
+        """One call with retries inside the deadline; GenRMError when it cannot succeed."""
+        deadline = time.monotonic() + self.config.timeout_s
+        url = self.config.base_url + path
+        attempt, status, error = 0, None, ""
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise GenRMError(f"deadline of {self.config.timeout_s:g}s passed (last: {error or 'no answer'})",
+                                 url=url, status=status, attempts=attempt - 1)
+            headers = {"x-genrm-timeout": f"{remaining:.3f}"}
+            response = None
+            try:
+                response = await self.http.request(method, path, json=body, headers=headers,
+                                                   timeout=httpx.Timeout(remaining, connect=min(10.0, remaining)))
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+                    error = repr(exc)
+                else:  # the answer did not come in time: the deadline is spent
+                    raise GenRMError(f"no answer within the deadline of {self.config.timeout_s:g}s", url=url,
+                                     status=status, attempts=attempt) from exc
+            except _RETRY_EXC as exc:
+                error = repr(exc)
+            else:
+                status = response.status_code
+                if status not in RETRY_STATUS:
+                    return decode(response, attempt)
+                error = f"status {status}"
+            if attempt > self.config.max_retries:
+                raise GenRMError(f"gave up after {attempt} attempts (last: {error})", url=url, status=status,
+                                 attempts=attempt)
+            delay = min(retry_delay(attempt, response), max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(delay)
+
+
+class RewardClient:
+    """Blocking reward client: the async client on a private event-loop thread (safe inside a loop)."""
+
+    def __init__(self, base_url: str | None = None, **options: Any):
+        self._async = AsyncRewardClient(base_url, **options)
+        self.config = self._async.config
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="genrm-reward-client", daemon=True)
+        self._thread.start()
+
+    def _run(self, make: Callable[[], Awaitable[T]]) -> T:
+        return asyncio.run_coroutine_threadsafe(_call(make), self._loop).result()
+
+    def score(self, sample: dict[str, Any]) -> Result:
+        return self._run(lambda: self._async.score(sample))
+
+    def score_batch(self, samples: Sequence[dict[str, Any]], **options: Any) -> list[Result]:
+        return self._run(lambda: self._async.score_batch(samples, **options))
+
+    def as_completed(self, samples: Sequence[dict[str, Any]], **options: Any) -> Iterator[tuple[int, Result]]:
+        """Yield ``(index, result)`` as results arrive."""
+        agen = self._async.as_completed(samples, **options)
+        try:
+            while True:
+                try:
+                    yield self._run(lambda: agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(lambda: agen.aclose())
+
+    def recipes(self) -> dict[str, Any]:
+        return self._run(self._async.recipes)
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._async.aclose)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> RewardClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _call(make: Callable[[], Awaitable[T]]) -> T:
+    return await make()
+
+
+def _progress_bar(total: int, enabled: bool | None) -> Callable[..., None]:
+    """tqdm when installed and wanted (default: only on a terminal); else a no-op."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled or total <= 1:
+        return lambda n, close=False: None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the client needs only httpx + pydantic; trainers have tqdm anyway
+        return lambda n, close=False: None
+    bar = tqdm(total=total, desc="rewards", unit="sample")
+
+    def update(n: int, close: bool = False) -> None:
+        if n:
+            bar.update(n)
+        if close:
+            bar.close()
+
+    return update
