@@ -22,6 +22,7 @@ EPILOG = """examples:
   genrm serve --engine openai --upstream-url http://127.0.0.1:8000/v1
   genrm route --workers http://127.0.0.1:8001 http://127.0.0.1:8002 --port 9000
   genrm demo                                  # start a stack, score a demo batch of rewards, print a table
+  genrm score samples.jsonl -o scored.jsonl --url http://127.0.0.1:9000 --recipe math
 """
 
 
@@ -157,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Write a one-label LlamaForSequenceClassification instead: a discriminative reward model "
                    "(disrm recipe).")
     p.set_defaults(func=cmd_tiny_model)
+
+    from trainer_client import score_cli
+
+    p = sub.add_parser("score", help="Score a JSONL file of samples through the router (JSONL out).",
+                       description=score_cli.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    score_cli.add_arguments(p)
+    p.set_defaults(func=score_cli.run)
 
     p = sub.add_parser("demo", help="Start a local stack, score a demo batch of rewards, print a table.")
     p.add_argument("--replicas", type=int, default=2, help="GenRM servers [default: 2].")
