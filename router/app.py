@@ -148,6 +148,8 @@ class RouterApp:
         exchange.start()
 
     def _fan_out(self, client: ClientConnection, request: Request, info: RequestInfo) -> bool:
+        if info.header(b"x-affinity-key") is not None:
+            return False  # grouped by the client (RewardClient does): routed whole by its key, never parsed here
         body = info.json
         samples = body.get("samples") if isinstance(body, dict) and body.keys() == {"samples"} else None
         if not isinstance(samples, list) or len(samples) < 2 or len(samples) > 16384:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic_core import from_json
 
 from trainer_client.errors import GenRMError
 
@@ -61,7 +62,7 @@ def decode(response: httpx.Response, attempts: int) -> Any:
             message = response.text[:500]
         raise GenRMError(f"request failed: {message}", url=url, status=response.status_code, attempts=attempts)
     try:
-        return response.json()
+        return from_json(response.content)  # pydantic-core's Rust decoder: big batches decode several x faster
     except ValueError as exc:
         raise GenRMError(f"malformed JSON in response: {exc}", url=url, status=response.status_code,
                          attempts=attempts) from exc

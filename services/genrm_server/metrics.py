@@ -78,6 +78,7 @@ class RewardMetrics:
         )
         self.judge_errors = Counter("genrm_reward_judge_call_errors", "Judge calls the engine could not serve.",
                                     ["recipe"], registry=r)
+        self._ok: dict[str, tuple[Counter, Histogram]] = {}
 
     def on_judge_reply(self, recipe: str, reply: object) -> None:
         self.judge_latency.labels(recipe=recipe).observe(reply.latency_s)  # type: ignore[attr-defined]
@@ -85,8 +86,12 @@ class RewardMetrics:
             self.judge_errors.labels(recipe=recipe).inc()
 
     def on_result(self, recipe: str, result: dict) -> None:
-        self.samples.labels(recipe=recipe, outcome="ok").inc()
-        self.score.labels(recipe=recipe).observe(result["score"])
+        children = self._ok.get(recipe)
+        if children is None:  # labels() costs more than the math rule: resolve once per recipe
+            children = self._ok[recipe] = (self.samples.labels(recipe=recipe, outcome="ok"),
+                                           self.score.labels(recipe=recipe))
+        children[0].inc()
+        children[1].observe(result["score"])
         if result.get("flawed_positive"):
             self.flawed_positives.labels(recipe=recipe).inc()
         if result.get("judge_ok") is False:

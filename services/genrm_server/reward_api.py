@@ -4,11 +4,12 @@ own remote-RM protocols (OpenRLHF ``/get_reward``, slime ``/slime/reward``), all
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import to_json
 
 from services.genrm_server.reward_service import RewardService
 from trainer_client.protocol import (
@@ -39,10 +40,31 @@ async def reward(sample: RewardRequest, request: Request) -> dict[str, Any]:
     return await _service(request).score(sample)
 
 
-@router.post("/v1/reward/batch", response_model=RewardBatchResponse)
-async def reward_batch(body: RewardBatchRequest, request: Request) -> RewardBatchResponse:
+class _TypedBatch(BaseModel):
+    """The fast path: a batch whose every sample is valid parses straight into RewardRequest objects."""
+
+    samples: Annotated[list[RewardRequest], Field(max_length=16384)]
+
+
+_BATCH_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": RewardBatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+@router.post("/v1/reward/batch", response_model=RewardBatchResponse, openapi_extra=_BATCH_BODY)
+async def reward_batch(request: Request) -> Response:
     """Score many samples concurrently; results in order; a bad item gets an item-level error."""
-    return RewardBatchResponse(results=await _service(request).score_batch(body.samples))
+    raw = await request.body()
+    try:
+        # One pass of pydantic-core over the raw bytes (Rust JSON + validation): several times faster than
+        # json.loads, a dict model, then one model per sample.
+        samples: list[Any] = _TypedBatch.model_validate_json(raw).samples
+    except ValidationError:
+        # Some sample is bad (an item-level error) or the body itself is (a 400 naming the field).
+        samples = RewardBatchRequest.model_validate_json(raw).samples
+    items = await _service(request).score_batch(samples)
+    # Serialised directly (Rust JSON encoder): re-validating thousands of items we just built against the
+    # response model cost more than scoring them. The model still documents the shape in the OpenAPI schema.
+    return Response(to_json({"results": items}), media_type="application/json")
 
 
 @router.get("/v1/recipes", response_model=RecipeList)
@@ -106,12 +128,12 @@ async def openrlhf_get_reward(body: OpenRLHFRequest, request: Request,
         samples.append({"recipe": chosen.name, "question": question_of(prompt),
                         "solution": split_openrlhf_query(query, prompt), "ground_truth": label})
     items = await service.score_batch(samples)
-    failed = next((it for it in items if it.error is not None), None)
-    if failed is not None and failed.error is not None:  # OpenRLHF wants all or nothing; keep the item's status
-        err = failed.error
-        return JSONResponse(error_body(err.code, f"sample {failed.index}: {err.message}", param=err.param),
-                            status_code=err.code)
-    results = [it.result for it in items]
+    failed = next((it for it in items if it.get("error") is not None), None)
+    if failed is not None:  # OpenRLHF wants all or nothing; keep the item's status
+        err = failed["error"]
+        return JSONResponse(error_body(err["code"], f"sample {failed['index']}: {err['message']}",
+                                       param=err["param"]), status_code=err["code"])
+    results = [it["result"] for it in items]
     scores = [r["score"] for r in results]
     # OpenRLHF turns every extra_logs value into a tensor: only the recipe's numeric keys, always the same set.
     extra = {k: [float(r[k]) for r in results] for k in chosen.log_keys}

@@ -14,7 +14,7 @@ from services.genrm_server.recipes import Judge, Recipe, RecipeInputError, Unkno
 from services.genrm_server.recipes.overlong import apply_overlong
 from services.genrm_server.result_cache import CoalescingCache, digest
 from services.genrm_server.settings import ServerSettings
-from trainer_client.protocol import RewardBatchItem, RewardRequest, error_info
+from trainer_client.protocol import RewardRequest, error_info
 
 log = logging.getLogger("genrm.rewards")
 
@@ -61,19 +61,40 @@ class RewardService:
             self.metrics.cache_hits.labels(recipe=recipe.name, kind=outcome).inc()
         return result
 
+    async def score_batch(self, raw: list[dict[str, Any] | RewardRequest]) -> list[dict[str, Any]]:
+        """Items as ``RewardBatchItem``-shaped dicts, in order; one sample's error never fails the batch.
+
+        Samples of recipes without a judge are scored inline, one after the other: they never wait, and a
+        task per sample cost more than the math rule itself. Judge calls run concurrently, bounded.
+        """
+        items: list[dict[str, Any] | None] = [None] * len(raw)
+        judged: list[tuple[int, RewardRequest]] = []
+        for index, item in enumerate(raw):
+            try:
+                sample = item if isinstance(item, RewardRequest) else RewardRequest.model_validate(item)
+                if self.recipe(sample.recipe).uses_judge:
+                    judged.append((index, sample))
+                else:
+                    items[index] = {"index": index, "result": await self.score(sample), "error": None}
+            except Exception as exc:
+                items[index] = _item_error(index, exc)
+        if judged:
+            gate = asyncio.Semaphore(self.batch_concurrency)
+
+            async def one(index: int, sample: RewardRequest) -> None:
+                try:
+                    async with gate:
+                        items[index] = {"index": index, "result": await self.score(sample), "error": None}
+                except Exception as exc:
+                    items[index] = _item_error(index, exc)
+
+            await asyncio.gather(*(one(i, s) for i, s in judged))
+        return items  # type: ignore[return-value]
+
     def close(self) -> None:
         self.pool.shutdown()
 
-    async def score_batch(self, raw: list[dict[str, Any]]) -> list[RewardBatchItem]:
-        gate = asyncio.Semaphore(self.batch_concurrency)
 
-        async def one(index: int, item: dict[str, Any]) -> RewardBatchItem:
-            try:
-                sample = RewardRequest.model_validate(item)
-                async with gate:
-                    return RewardBatchItem(index=index, result=await self.score(sample))
-            except Exception as exc:  # one sample's error never fails the batch
-                status, message, param = describe_error(exc)
-                return RewardBatchItem(index=index, error=error_info(status, message, param=param))
-
-        return list(await asyncio.gather(*(one(i, item) for i, item in enumerate(raw))))
+def _item_error(index: int, exc: Exception) -> dict[str, Any]:
+    status, message, param = describe_error(exc)
+    return {"index": index, "result": None, "error": error_info(status, message, param=param).model_dump()}
