@@ -3,7 +3,7 @@
 #   make test   run the test suite (real processes on 127.0.0.1)
 .PHONY: setup demo test lint bench bench-router
 
-.venv/.installed: pyproject.toml scripts/setup.sh
+.venv/.installed: pyproject.toml scripts/setup.sh scripts/verl-test-requirements.txt
 	bash scripts/setup.sh
 	touch $@
 

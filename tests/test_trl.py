@@ -95,11 +95,11 @@ async def test_one_group_goes_to_one_replica(stack: LocalStack) -> None:
 
 async def test_missing_ground_truth_column_names_the_columns(stack: LocalStack) -> None:
     reward = RemoteReward(stack.url, ground_truth_column="answer")
-    with pytest.raises(KeyError, match="'answer'.*'label'"):
+    with pytest.raises(KeyError, match=r"'answer'.*'label'"):
         await reward(prompts=["q"], completions=["a"], label=["1"])
 
 
-async def test_unreachable_router_gives_none(monkeypatch) -> None:
+async def test_unreachable_router_gives_none() -> None:
     """on_failure="none" (the default): TRL drops a None reward instead of training on a made-up one."""
     reward = RemoteReward("http://127.0.0.1:9", timeout_s=2.0)
     try:

@@ -96,8 +96,8 @@ def last_user_text(prompt: str | list[Message]) -> str:
     """The question a judge should see: a plain prompt as is, else the last user message's text."""
     if isinstance(prompt, str):
         return prompt
-    users = [m for m in prompt if m.get("role") == "user"]
-    return _text(users[-1]["content"]) if users else _text(prompt[-1]["content"]) if prompt else ""
+    users = [m for m in prompt if m.get("role") == "user"] or list(prompt)  # no user turn: the last message
+    return _text(users[-1].get("content")) if users else ""
 
 
 def assistant_text(completion: str | list[Message]) -> str:
