@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,17 @@ def _start(name: str, args: list[str], log_dir: Path, port: int, timeout_s: floa
         child.stop()
         raise
     return child
+
+
+def wait_for(cond: Callable[[], Any], what: str, timeout_s: float = 10.0, every_s: float = 0.03) -> Any:
+    """Poll ``cond`` until it returns something truthy (returned); fail naming ``what`` past the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = cond()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(every_s)
 
 
 def start_script(script: str, *args: str, log_dir: Path, name: str) -> Child:

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from services.local_stack import Child, free_port, spawn
-from tests.conftest import start_router, start_script
+from tests.conftest import start_router, start_script, wait_for
 
 CHAT_PATH = "/v1/chat/completions"
 CHAT = {"model": "judge", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -100,16 +100,6 @@ def workers_of(router: Child, headers: dict[str, str] | None = None) -> dict[str
     resp = httpx.get(router.url + "/workers", headers=headers, timeout=5)
     assert resp.status_code == 200, resp.text
     return {w["url"]: w for w in resp.json()["workers"]}
-
-
-def wait_for(cond: Callable[[], Any], what: str, timeout_s: float = 10.0, every_s: float = 0.03) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        time.sleep(every_s)
 
 
 class Background:

@@ -22,6 +22,7 @@ import pytest
 
 from services.local_stack import Child, free_port, spawn
 from tests.conftest import start_router, start_script, start_server
+from tests.conftest import wait_for as poll
 from tests.test_discovery import DnsServer
 
 Router = Callable[..., Child]
@@ -79,13 +80,7 @@ def metric(router: Child, name: str, **labels: str) -> float:
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, step_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        time.sleep(step_s)
+    return poll(predicate, what, timeout_s, step_s)
 
 
 def ready_status(router: Child) -> int:

@@ -262,12 +262,7 @@ class Exchange:
         what = (f"deadline of {self.deadline - self.started:g}s passed" if deadline_hit
                 else f"worker {worker.url if worker else '?'} sent nothing for "
                      f"{self.core.settings.request_timeout_s:g}s (request_timeout_s)")
-        if self.conn is not None:
-            self.conn.detach()
-            self.conn = None
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
+        self._drop_attempt()
         if self.forwarding:
             self._release(ok=False)
             return self._broken_stream(504, what, None)
@@ -288,11 +283,7 @@ class Exchange:
             self.timer.cancel()
         if self.queued_until:
             self.core.dequeue(self)
-        if self.connecting is not None:
-            self.connecting.cancel()
-        if self.conn is not None:
-            self.conn.detach()
-            self.conn = None
+        self._drop_attempt()
         if self.worker is not None:
             self._release(ok=None)
         self.core.record(self, 499)
@@ -301,13 +292,17 @@ class Exchange:
         """The health checker declared the worker hung: give this unanswered attempt to another worker."""
         if self.finished or self.forwarding or self.worker is None:
             return
+        self._drop_attempt()
+        self._attempt_failed(why, count=False, reason="ejected")
+
+    def _drop_attempt(self) -> None:
+        """Abandon the attempt's connection (never reused: its response may still come) or connect."""
         if self.conn is not None:
             self.conn.detach()
             self.conn = None
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
-        self._attempt_failed(why, count=False, reason="ejected")
 
     # -- internals ----------------------------------------------------------------------------
 
