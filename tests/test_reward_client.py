@@ -19,19 +19,19 @@ def math_sample(i: int, right: bool = True) -> dict:
             "group_id": i % 4}
 
 
-def test_score_and_batches_in_order_in_both_modes(stack):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_score_and_batches_in_order_in_both_modes(transport, stack):
     samples = [math_sample(i, right=i % 3 != 0) for i in range(40)]
     expected = [1.0 if i % 3 else -1.0 for i in range(40)]
-    with RewardClient(stack.url, recipe="math") as client:
+    with RewardClient(stack.url, transport=transport, recipe="math") as client:
         one = client.score(samples[1])
         assert one["score"] == 1.0 and one["acc"] is True and one["pred"] == "1"
         assert [r["score"] for r in client.score_batch(samples)] == expected
-    with RewardClient(stack.url, recipe="math", mode="single", concurrency=8) as client:
+    with RewardClient(stack.url, transport=transport, recipe="math", mode="single", concurrency=8) as client:
         assert [r["score"] for r in client.score_batch(samples)] == expected
-    with RewardClient(stack.url, recipe="math", batch_size=7) as client:  # several chunks, gathered in order
-        assert [r["pred"] for r in client.score_batch(samples)] == [r["pred"] for r in
-                                                                    [{"pred": str(i if i % 3 else i + 1)}
-                                                                     for i in range(40)]]
+    # Several chunks, gathered in order.
+    with RewardClient(stack.url, transport=transport, recipe="math", batch_size=7) as client:
+        assert [r["pred"] for r in client.score_batch(samples)] == [str(i if i % 3 else i + 1) for i in range(40)]
 
 
 def test_sync_client_works_inside_a_running_event_loop(stack):
@@ -52,27 +52,30 @@ def test_item_errors_follow_the_failure_policy(stack):
     assert ok["score"] == 1.0 and missing is None
 
 
-def test_dead_router_raise_rule_only_and_none():
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_dead_router_raise_rule_only_and_none(transport):
     url = f"http://127.0.0.1:{free_port()}"  # nobody listens
     t0 = time.monotonic()
-    with RewardClient(url, recipe="math", timeout_s=1.0, max_retries=50) as client, pytest.raises(GenRMError) as err:
+    client = RewardClient(url, transport=transport, recipe="math", timeout_s=1.0, max_retries=50)
+    with client, pytest.raises(GenRMError) as err:
         client.score(math_sample(3))
     assert time.monotonic() - t0 < 3.0, "the deadline was not kept"
     assert url in str(err.value) and err.value.attempts >= 2
-    with RewardClient(url, recipe="math", timeout_s=0.5, on_failure="rule_only") as client:
+    with RewardClient(url, transport=transport, recipe="math", timeout_s=0.5, on_failure="rule_only") as client:
         right, wrong = client.score_batch([math_sample(3), math_sample(4, right=False)])
     assert (right["score"], right["reward_source"], right["acc"]) == (1.0, "fallback", True)
     assert (wrong["score"], wrong["reward_source"], wrong["pred"]) == (-1.0, "fallback", "5")
     assert url in right["error"]
-    with RewardClient(url, recipe="math", timeout_s=0.5, on_failure="none") as client:
+    with RewardClient(url, transport=transport, recipe="math", timeout_s=0.5, on_failure="none") as client:
         assert client.score(math_sample(3)) is None
 
 
-def test_retry_after_is_honoured(stack, logs):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_retry_after_is_honoured(transport, stack, logs):
     # One request per second per client: the second call gets 429 + Retry-After: 1 and must wait, not fail.
     router = start_router([s.url for s in stack.servers], logs, "--rate-limit-rps", "1", "--rate-limit-burst", "1")
     try:
-        with RewardClient(router.url, recipe="math", max_retries=3) as client:
+        with RewardClient(router.url, transport=transport, recipe="math", max_retries=3) as client:
             t0 = time.monotonic()
             first, second = client.score(math_sample(1)), client.score(math_sample(2))
             waited = time.monotonic() - t0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,24 +46,30 @@ class ClientConfig:
 
 
 def retry_delay(attempt: int, response: httpx.Response | None) -> float:
+    return backoff(attempt, None if response is None else response.headers)
+
+
+def backoff(attempt: int, headers: Mapping[str, str] | None) -> float:
     """Back-off before retry ``attempt`` (1-based): ``Retry-After`` when given, else exponential + jitter."""
-    if response is not None:
-        header = response.headers.get("retry-after")
-        if header and header.replace(".", "", 1).isdigit():
-            return min(float(header), 60.0)
+    header = headers.get("retry-after") if headers is not None else None  # case-insensitive in both libraries
+    if header and header.replace(".", "", 1).isdigit():
+        return min(float(header), 60.0)
     return min(0.1 * 2 ** (attempt - 1), 5.0) * (0.5 + random.random())
 
 
 def decode(response: httpx.Response, attempts: int) -> Any:
-    url = str(response.request.url)
-    if response.status_code >= 400:
+    return decode_body(response.status_code, response.content, str(response.request.url), attempts)
+
+
+def decode_body(status: int, body: bytes, url: str, attempts: int) -> Any:
+    """The JSON of a 2xx answer, or GenRMError with the platform error's message (URL, status, attempts)."""
+    if status >= 400:
         try:
-            message = response.json()["error"]["message"]
+            message = from_json(body)["error"]["message"]
         except (ValueError, KeyError, TypeError):
-            message = response.text[:500]
-        raise GenRMError(f"request failed: {message}", url=url, status=response.status_code, attempts=attempts)
+            message = body[:500].decode("utf-8", "replace")
+        raise GenRMError(f"request failed: {message}", url=url, status=status, attempts=attempts)
     try:
-        return from_json(response.content)  # pydantic-core's Rust decoder: big batches decode several x faster
+        return from_json(body)  # pydantic-core's Rust decoder: big batches decode several x faster
     except ValueError as exc:
-        raise GenRMError(f"malformed JSON in response: {exc}", url=url, status=response.status_code,
-                         attempts=attempts) from exc
+        raise GenRMError(f"malformed JSON in response: {exc}", url=url, status=status, attempts=attempts) from exc
