@@ -41,12 +41,15 @@ class Collector:
         self.chunks.append(data)
 
     def finish(self, close: bool = False) -> None:
-        if not self.result.done():
-            self.result.set_result(_parse_response(b"".join(self.chunks)))
+        self._settle(_parse_response(b"".join(self.chunks)))
 
     def send(self, status: int, body: bytes, headers: Any = None, content_type: bytes = b"") -> None:
+        self._settle((status, body))
+
+    def _settle(self, outcome: tuple[int, bytes]) -> None:
+        self.active.handler = None  # break the request <-> exchange cycle, as ClientConnection.finish does
         if not self.result.done():
-            self.result.set_result((status, body))
+            self.result.set_result(outcome)
 
     def send_json(self, status: int, payload: Any, headers: Any = None) -> None:
         self.send(status, json.dumps(payload).encode())

@@ -425,14 +425,19 @@ def _queue_depth(router: Child) -> int:
     return httpx.get(router.url + "/workers", timeout=5).json()["queue_depth"]
 
 
-def test_queue_serves_one_waiter_and_rejects_past_queue_size(procs):
-    worker = procs.echo("queue")
-    control(worker, delay_s=1.0)
-    router = procs.router([worker], "--max-in-flight-per-worker", "1", "--queue-size", "1", "--queue-timeout-s", "5")
-    before = scrape(router)
-
+def _one_slot_taken(procs, name: str, delay_s: float, *flags: str):
+    """One echo worker of one slot behind a router, that slot held by a slow request: (worker, router, first)."""
+    worker = procs.echo(name)
+    control(worker, delay_s=delay_s)
+    router = procs.router([worker], "--max-in-flight-per-worker", "1", *flags)
     first = Background(lambda: chat(router))
     wait_for(lambda: workers_of(router)[worker.url]["in_flight"] == 1, "the first request in flight", 5)
+    return worker, router, first
+
+
+def test_queue_serves_one_waiter_and_rejects_past_queue_size(procs):
+    worker, router, first = _one_slot_taken(procs, "queue", 1.0, "--queue-size", "1", "--queue-timeout-s", "5")
+    before = scrape(router)  # the slow first request is in flight, not counted yet
     second = Background(lambda: chat(router))
     wait_for(lambda: _queue_depth(router) == 1, "the second request to queue", 5)
     assert metric(scrape(router), "genrm_router_queue_depth") == 1
@@ -456,11 +461,7 @@ def test_queue_serves_one_waiter_and_rejects_past_queue_size(procs):
 
 
 def test_queue_timeout_answers_503(procs):
-    worker = procs.echo("qtimeout")
-    control(worker, delay_s=1.0)
-    router = procs.router([worker], "--max-in-flight-per-worker", "1", "--queue-timeout-s", "0.3")
-    first = Background(lambda: chat(router))
-    wait_for(lambda: workers_of(router)[worker.url]["in_flight"] == 1, "the first request in flight", 5)
+    worker, router, first = _one_slot_taken(procs, "qtimeout", 1.0, "--queue-timeout-s", "0.3")
     t0 = time.monotonic()
     queued = chat(router)
     took = time.monotonic() - t0
@@ -476,11 +477,7 @@ def test_queue_timeout_answers_503(procs):
 
 
 def test_queued_request_deadline_and_client_leaving_the_queue(procs):
-    worker = procs.echo("qdeadline")
-    control(worker, delay_s=1.5)
-    router = procs.router([worker], "--max-in-flight-per-worker", "1", "--queue-timeout-s", "10")
-    first = Background(lambda: chat(router))
-    wait_for(lambda: workers_of(router)[worker.url]["in_flight"] == 1, "the first request in flight", 5)
+    worker, router, first = _one_slot_taken(procs, "qdeadline", 1.5, "--queue-timeout-s", "10")
 
     # A client deadline shorter than the queue timeout ends the wait: 504, not a 10 s wait.
     t0 = time.monotonic()
