@@ -323,3 +323,18 @@ def test_math_verify_mode_is_symbolic_and_opt_in(tiny_model, logs, server):
         assert _reward(server.url, **half).json()["score"] == -1.0  # the default mode keeps the seeds' semantics
     finally:
         symbolic.stop()
+
+
+def test_judge_calls_count_in_the_servers_token_counters(server):
+    """Dashboards read tokens/s from genrm_server_*_tokens: reward traffic (judge calls) must count there."""
+    def tokens(text: str, name: str) -> float:
+        m = re.search(rf"^genrm_server_{name}_tokens_total\{{[^}}]*\}} (\S+)", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    before = httpx.get(server.url + "/metrics", timeout=5).text
+    result = _reward(server.url, recipe="fapo", question=QUESTION, solution="token count \\boxed{4}",
+                     ground_truth="4").json()
+    after = httpx.get(server.url + "/metrics", timeout=5).text
+    assert result["judge_asked"] is True
+    assert tokens(after, "prompt") - tokens(before, "prompt") > 20  # the judge prompt, template included
+    assert tokens(after, "generation") > tokens(before, "generation")

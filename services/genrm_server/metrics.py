@@ -6,6 +6,8 @@ routers built for vLLM (sglang-router, vllm-router, ours) read this server's loa
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from services.genrm_server.engines import Engine
@@ -46,7 +48,7 @@ class ServerMetrics:
         aborted = Counter("genrm_server_aborted_sequences", "Sequences dropped mid-generation: the client left.",
                           ["model_name"], registry=r).labels(model_name=model)
         engine.on_abort = aborted.inc
-        self.rewards = RewardMetrics(r)
+        self.rewards = RewardMetrics(r, tokens=(self.prompt_tokens, self.generation_tokens))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -58,8 +60,9 @@ SCORE_BUCKETS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 class RewardMetrics:
     """Per-recipe reward metrics, registered in the server's registry."""
 
-    def __init__(self, registry: CollectorRegistry):
+    def __init__(self, registry: CollectorRegistry, tokens: tuple[Any, Any] | None = None):
         r = registry
+        self._tokens = tokens  # the server's prompt / generation token counters: judge calls count there too
         self.samples = Counter("genrm_reward_samples", "Samples scored, by recipe and outcome (ok / error).",
                                ["recipe", "outcome"], registry=r)
         self.score = Histogram("genrm_reward_score", "Scores returned, by recipe.", ["recipe"],
@@ -84,6 +87,9 @@ class RewardMetrics:
         self.judge_latency.labels(recipe=recipe).observe(reply.latency_s)  # type: ignore[attr-defined]
         if not reply.ok:  # type: ignore[attr-defined]
             self.judge_errors.labels(recipe=recipe).inc()
+        if self._tokens is not None:
+            self._tokens[0].inc(reply.prompt_tokens)  # type: ignore[attr-defined]
+            self._tokens[1].inc(reply.completion_tokens)  # type: ignore[attr-defined]
 
     def on_result(self, recipe: str, result: dict) -> None:
         children = self._ok.get(recipe)

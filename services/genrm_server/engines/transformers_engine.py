@@ -26,7 +26,7 @@ from services.genrm_server.engines.base import (
     SamplingParams,
 )
 from services.genrm_server.engines.detokenizer import IncrementalDetokenizer
-from services.genrm_server.engines.kv_batch import KVBatch
+from services.genrm_server.engines.kv_batch import KVBatch, new_cache
 from services.genrm_server.settings import ServerSettings
 
 log = logging.getLogger("genrm.engine.transformers")
@@ -51,6 +51,10 @@ class _Sequence:
 
 
 class TransformersEngine(Engine):
+    # Both measured in bench/gpu_bench.py (docs/benchmarks.md); the switches exist for that ablation.
+    growing_kv = True  # decode steps write KV columns in place (kv_batch.GrowingLayer) instead of concatenating
+    topk_sampling = True  # top-k rows sample among their k candidates instead of sorting the whole vocabulary
+
     def __init__(self, settings: ServerSettings):
         super().__init__()
         self.settings = settings
@@ -248,11 +252,11 @@ class TransformersEngine(Engine):
     async def _schedule(self) -> None:
         """Start a decode run when sequences wait; the run itself admits later arrivals every step."""
         loop = asyncio.get_running_loop()
-        max_bs, max_wait = self.settings.max_batch_size, self.settings.max_wait_ms / 1000
         while True:
             while not self._waiting:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            max_bs, max_wait = self.settings.max_batch_size, self.settings.max_wait_ms / 1000
             # A short gathering window lets a burst (a GRPO group) start as one prefill.
             deadline = loop.time() + max_wait
             while len(self._waiting) < max_bs and (left := deadline - loop.time()) > 0:
@@ -297,7 +301,6 @@ class TransformersEngine(Engine):
 
     def _prefill(self, seqs: list[_Sequence]) -> tuple[KVBatch, Any]:
         import torch
-        from transformers import DynamicCache
 
         width = max(len(s.prompt_ids) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
@@ -307,7 +310,7 @@ class TransformersEngine(Engine):
             mask[i, width - len(s.prompt_ids) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache = new_cache(self.growing_kv)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
         return KVBatch(cache, mask, positions[:, -1] + 1), out.logits[:, -1, :]
 
@@ -415,30 +418,49 @@ class TransformersEngine(Engine):
         if all(t == 0 for t in temps):
             return greedy
         top_ks = [self.default_top_k if s.params.top_k is None else s.params.top_k for s in seqs]
-        if any(k > 0 for k in top_ks):  # keep each row's k likeliest tokens (k <= 0: all)
-            vocab = logits.shape[-1]
-            ks = torch.tensor([min(k, vocab) if k > 0 else vocab for k in top_ks], device=logits.device)
-            kth = logits.sort(dim=-1, descending=True).values.gather(-1, (ks - 1).unsqueeze(1))
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        t = torch.tensor([max(x, 1e-5) for x in temps], device=logits.device).unsqueeze(1)
-        probs = torch.softmax(logits / t, dim=-1)
         top_ps = [self.default_top_p if s.params.top_p is None else s.params.top_p for s in seqs]
-        if any(p < 1.0 for p in top_ps):
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            limit = torch.tensor(top_ps, device=logits.device).unsqueeze(1)
-            drop = (sorted_p.cumsum(-1) - sorted_p) > limit  # keep the smallest set reaching top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        t = torch.tensor([max(x, 1e-5) for x in temps], device=logits.device).unsqueeze(1)
+        vocab = logits.shape[-1]
+        if self.topk_sampling and all(0 < k < vocab for k in top_ks):
+            # Every row keeps at most max(k) tokens: sort those candidates only (topk), not the vocabulary.
+            logits, candidates = logits.topk(max(top_ks), dim=-1)  # sorted, descending
+            ranks = torch.arange(logits.shape[-1], device=logits.device)
+            ks = torch.tensor(top_ks, device=logits.device).unsqueeze(1)
+            logits = logits.masked_fill(ranks >= ks, float("-inf"))
+            probs = _top_p(torch.softmax(logits / t, dim=-1), top_ps, presorted=True)
+        else:
+            candidates = None
+            if any(k > 0 for k in top_ks):  # keep each row's k likeliest tokens (k <= 0: all)
+                ks = torch.tensor([min(k, vocab) if k > 0 else vocab for k in top_ks], device=logits.device)
+                kth = logits.sort(dim=-1, descending=True).values.gather(-1, (ks - 1).unsqueeze(1))
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = _top_p(torch.softmax(logits / t, dim=-1), top_ps, presorted=False)
         sampled = torch.multinomial(probs, 1).squeeze(1)
         for row, seq in enumerate(seqs):  # seeded rows draw from their own generator: reproducible
             if seq.generator is not None and temps[row] > 0:
                 sampled[row] = torch.multinomial(probs[row], 1, generator=seq.generator)[0]
+        if candidates is not None:
+            sampled = candidates.gather(-1, sampled.unsqueeze(1)).squeeze(1)
         is_greedy = torch.tensor([x == 0 for x in temps], device=logits.device)
         return torch.where(is_greedy, greedy, sampled)
 
     def _temperature(self, seq: _Sequence) -> float:
         t = seq.params.temperature
         return self.default_temperature if t is None else t
+
+
+def _top_p(probs: Any, top_ps: list[float], *, presorted: bool) -> Any:
+    """Zero each row's tail beyond its top-p nucleus (the smallest set of likeliest tokens reaching p)."""
+    import torch
+
+    if all(p >= 1.0 for p in top_ps):
+        return probs
+    limit = torch.tensor(top_ps, device=probs.device).unsqueeze(1)
+    if presorted:
+        return probs.masked_fill((probs.cumsum(-1) - probs) > limit, 0.0)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    sorted_p = sorted_p.masked_fill((sorted_p.cumsum(-1) - sorted_p) > limit, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p)
 
 
 def _written_generation_config(model_dir: str | None) -> dict[str, Any]:

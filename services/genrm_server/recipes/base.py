@@ -38,6 +38,8 @@ class JudgeReply:
     ok: bool
     error: str | None = None
     latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Judge:
@@ -64,29 +66,38 @@ class Judge:
 
     async def _ask(self, prompt: str, max_tokens: int | None, temperature: float | None) -> JudgeReply:
         t0 = time.perf_counter()
+        reply = JudgeReply("", True)
         try:
-            text = await self._generate(prompt, max_tokens, temperature)
+            await self._generate(prompt, max_tokens, temperature, reply)
         except EngineInputError as exc:
             if exc.param != "max_tokens":
-                return JudgeReply("", False, exc.message, time.perf_counter() - t0)
-            # The configured budget (16,384 for FAPO) exceeds this model's context: use what fits.
-            try:
-                text = await self._generate(prompt, None, temperature)
-            except EngineError as exc2:
-                return JudgeReply("", False, exc2.message, time.perf_counter() - t0)
+                reply.ok, reply.error = False, exc.message
+            else:  # the configured budget (16,384 for FAPO) exceeds this model's context: use what fits
+                try:
+                    await self._generate(prompt, None, temperature, reply)
+                except EngineError as exc2:
+                    reply.ok, reply.error = False, exc2.message
         except EngineError as exc:
-            return JudgeReply("", False, exc.message, time.perf_counter() - t0)
-        return JudgeReply(text, True, None, time.perf_counter() - t0)
+            reply.ok, reply.error = False, exc.message
+        if not reply.ok:
+            reply.text = ""
+        reply.latency_s = time.perf_counter() - t0
+        return reply
 
-    async def _generate(self, prompt: str, max_tokens: int | None, temperature: float | None) -> str:
+    async def _generate(self, prompt: str, max_tokens: int | None, temperature: float | None,
+                        reply: JudgeReply) -> None:
+        """Fill ``reply`` with the judge's text and token counts (counted even when it aborts)."""
         inp = GenerationInput(messages=[{"role": "user", "content": prompt}], incremental=False)
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
         parts: list[str] = []
         async for delta in self.engine.generate(inp, params):
             parts.append(delta.text)
+            if delta.finish_reason is not None:
+                reply.prompt_tokens += delta.prompt_tokens or 0
+                reply.completion_tokens += delta.completion_tokens or 0
             if delta.finish_reason == "abort":
                 raise EngineError(f"judge generation aborted: {delta.stop_reason or 'engine stopping'}")
-        return "".join(parts)
+        reply.text = "".join(parts)
 
 
 class Recipe(abc.ABC):

@@ -1,0 +1,349 @@
+"""GPU benchmark of the transformers engine and the platform around it (any CUDA machine).
+
+Model: a Qwen3-4B-shaped causal LM with random bf16 weights, made on the GPU from its config and
+written once to ``--model-dir`` with a word-level tokenizer assembled offline (151,936 entries, so
+every sampled id decodes) and Qwen3's sampling defaults (temperature 0.6, top-p 0.95, top-k 20).
+Nothing is downloaded. Prompts are FAPO judge prompts, rendered by the fapo recipe's own template
+and chat template, about ``--prompt-tokens`` long; each judge call generates ``--new-tokens``
+(random weights almost never sample EOS; the tokens actually generated are what is counted).
+
+Sections (``--sections``), each a table of output tokens/s per number of concurrent requests:
+
+- ``engine``: the engine alone (no HTTP), closed loop of C concurrent judge calls, with the ablation
+  of its speed-ups side by side: ``plain`` (transformers' concatenating KV cache, full-vocabulary
+  top-k), ``+topk`` (top-k sampling over the k candidates), ``+grow`` (KV written in place too: the
+  default engine).
+- ``http``: the same judge calls as rewards, client → router → server (``genrm route`` + ``genrm
+  serve --recipe fapo``, group ids set, 8 per group) against the in-process default engine in the
+  same round: rewards/s, tokens/s (server's ``genrm_server_generation_tokens``) and their ratio.
+- ``sequential``: C concurrent calls with ``max_batch_size=1`` (no batching) vs dynamic batching.
+
+Run::
+
+    python bench/gpu_bench.py                                  # everything, ~10 min on an H100
+    python bench/gpu_bench.py --sections engine --concurrency 1 64 --waves 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import os
+import random
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.genrm_server.engines.base import GenerationInput, SamplingParams
+from services.genrm_server.engines.transformers_engine import TransformersEngine
+from services.genrm_server.recipes.templates import FAPO_PROMPT, fill
+from services.genrm_server.settings import ServerSettings
+
+QWEN3_4B = dict(
+    vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+    num_key_value_heads=8, head_dim=128, tie_word_embeddings=True, max_position_embeddings=40960,
+    rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+)
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]"]
+SMALL = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=32)  # --small: a CPU smoke run of this script's own logic
+VARIANTS = {"plain": (False, False), "+topk": (False, True), "+grow": (True, True)}  # (growing_kv, topk_sampling)
+
+
+# -- model ----------------------------------------------------------------------------------------
+
+def ensure_model(path: Path, device: str = "cuda", small: bool = False) -> Path:
+    """Write the Qwen3-4B-shaped model (random weights), tokenizer and generation config once."""
+    if (path / "config.json").is_file():
+        return path
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    from services.tiny_model import CHAT_TEMPLATE
+
+    t0 = time.perf_counter()
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    vocab.update({f"w{i}": i for i in range(len(SPECIALS), QWEN3_4B["vocab_size"])})
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  unk_token="[UNK]", additional_special_tokens=["<|im_start|>"])
+    tok.chat_template = CHAT_TEMPLATE
+    path.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(path)
+    eos = [vocab["<|im_end|>"], vocab["<|endoftext|>"]]
+    shape = {**QWEN3_4B, **(SMALL if small else {})}
+    config = Qwen3Config(**shape, eos_token_id=eos, pad_token_id=vocab["<|endoftext|>"], bos_token_id=None)
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device(device):
+        model = Qwen3ForCausalLM(config)
+    torch.set_default_dtype(torch.float32)
+    model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=config.pad_token_id,
+                                               temperature=0.6, top_p=0.95, top_k=20, do_sample=True)
+    model.save_pretrained(path)
+    del model
+    print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return path
+
+
+def make_samples(n: int, solution_words: int, seed: int = 0) -> list[dict[str, Any]]:
+    """FAPO samples with a correct boxed answer (so the judge is asked), all distinct, 8 per group."""
+    rng = random.Random(seed)
+    words = lambda k: " ".join(f"w{rng.randrange(4, 151936)}" for _ in range(k))  # noqa: E731
+    return [{"question": words(40), "solution": words(solution_words) + " The answer is \\boxed{7}",
+             "ground_truth": "7", "group_id": f"g{i // 8}"} for i in range(n)]
+
+
+def prompt_length(engine: TransformersEngine, sample: dict[str, Any]) -> int:
+    return len(engine._encode(GenerationInput(messages=[{"role": "user", "content": judge_prompt(sample)}])))
+
+
+def judge_prompt(sample: dict[str, Any]) -> str:
+    return fill(FAPO_PROMPT, problem=sample["question"], ground_truth=sample["ground_truth"],
+                solution=sample["solution"])
+
+
+# -- closed-loop drivers --------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    concurrency: int
+    requests: int = 0
+    tokens: int = 0
+    wall_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.wall_s if self.wall_s else 0.0
+
+
+async def closed_loop(call, items: list[Any], concurrency: int, stop_after: int | None = None) -> Run:
+    """Keep ``concurrency`` calls in flight over ``items``; ``stop_after``: end once that many finished."""
+    run, queue = Run(concurrency), list(reversed(items))
+    enough = asyncio.Event()
+
+    async def worker() -> None:
+        while queue:
+            run.tokens += await call(queue.pop())
+            run.requests += 1
+            if stop_after and run.requests >= stop_after:
+                enough.set()
+                return
+
+    t0 = time.perf_counter()
+    workers = asyncio.gather(*(worker() for _ in range(concurrency)))
+    stop = asyncio.ensure_future(enough.wait())
+    await asyncio.wait([workers, stop], return_when=asyncio.FIRST_COMPLETED)
+    run.wall_s = time.perf_counter() - t0
+    workers.cancel()
+    stop.cancel()
+    await asyncio.gather(workers, stop, return_exceptions=True)
+    return run
+
+
+def engine_call(engine: TransformersEngine, new_tokens: int):
+    async def call(prompt: str) -> int:
+        # Exactly what the fapo recipe's judge sends (recipes/base.py Judge._generate).
+        inp = GenerationInput(messages=[{"role": "user", "content": prompt}], incremental=False)
+        last = None
+        async for delta in engine.generate(inp, SamplingParams(max_tokens=new_tokens)):
+            last = delta
+        return last.completion_tokens or 0
+
+    return call
+
+
+async def run_engine(engine: TransformersEngine, variant: str, prompts: list[str], c: int, args) -> Run:
+    import torch
+
+    engine.growing_kv, engine.topk_sampling = VARIANTS[variant]
+    run = await closed_loop(engine_call(engine, args.new_tokens), prompts[: c * args.waves], c)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the server process of the http section needs the memory this run's KV held
+    return run
+
+
+# -- sections ---------------------------------------------------------------------------------------
+
+async def section_engine(engine, samples, args) -> list[dict[str, Any]]:
+    prompts = [judge_prompt(s) for s in samples]
+    rows = []
+    for c in args.concurrency:
+        row: dict[str, Any] = {"concurrency": c}
+        for variant in args.variants:
+            runs = [await run_engine(engine, variant, prompts, c, args) for _ in range(args.repeats)]
+            row[variant] = statistics.median(r.tok_s for r in runs)
+        rows.append(row)
+        print("engine", json.dumps(row), flush=True)
+    return rows
+
+
+async def section_sequential(engine, samples, args) -> list[dict[str, Any]]:
+    prompts = [judge_prompt(s) for s in samples]
+    c = args.sequential_concurrency
+    batched = await run_engine(engine, "+grow", prompts, c, args)
+    engine.settings = engine.settings.model_copy(update={"max_batch_size": 1})
+    try:  # all c wait; throughput is steady from the first completion on, so time a few of them
+        alone = await closed_loop(engine_call(engine, args.new_tokens), prompts[:c], c, stop_after=2)
+    finally:
+        engine.settings = engine.settings.model_copy(update={"max_batch_size": args.max_batch_size})
+    row = {"concurrency": c, "sequential": alone.tok_s, "batched": batched.tok_s,
+           "speedup": batched.tok_s / alone.tok_s}
+    print("sequential", json.dumps(row), flush=True)
+    return [row]
+
+
+async def section_http(engine, samples, args) -> list[dict[str, Any]]:
+    import httpx
+
+    from services.local_stack import free_port, spawn, wait_ready
+    from trainer_client import AsyncRewardClient
+
+    logs = Path(args.log_dir)
+    server_url, router_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    server = spawn("server", server_url, [
+        "serve", "--model", args.model_dir, "--device", args.device, "--port", server_url.rsplit(":", 1)[1],
+        "--max-batch-size", str(args.max_batch_size), "--recipe", "fapo", "--judge-max-tokens", str(args.new_tokens),
+        "--reward-cache-size", "0", "--log-level", "warning",
+    ], log_dir=logs)
+    router = None
+    try:
+        wait_ready(server, time.monotonic() + 600)
+        router = spawn("router", router_url, ["route", "--workers", server_url, "--port",
+                                              router_url.rsplit(":", 1)[1], "--log-level", "warning"], log_dir=logs)
+        wait_ready(router, time.monotonic() + 60)
+        prompts = [judge_prompt(s) for s in samples]
+        rows = []
+        client = AsyncRewardClient(router_url, recipe="fapo", timeout_s=3600, concurrency=max(args.concurrency))
+        async with client:
+            judged = 0
+
+            async def reward(sample: dict[str, Any]) -> int:
+                nonlocal judged
+                result = await client.score(sample)
+                judged += bool(result.get("judge_asked"))
+                return 1
+
+            for c in args.concurrency:
+                engine_runs, http_runs = [], []
+                for _ in range(args.repeats):
+                    engine_runs.append(await run_engine(engine, "+grow", prompts, c, args))
+                    before = _generated_tokens(httpx.get(server_url + "/metrics").text)
+                    run = await closed_loop(reward, samples[: c * args.waves], c)
+                    run.tokens = _generated_tokens(httpx.get(server_url + "/metrics").text) - before
+                    run.extra["rewards_s"] = run.requests / run.wall_s
+                    http_runs.append(run)
+                eng = statistics.median(r.tok_s for r in engine_runs)
+                http = statistics.median(r.tok_s for r in http_runs)
+                row = {"concurrency": c, "engine_tok_s": eng, "http_tok_s": http, "ratio": http / eng,
+                       "rewards_s": statistics.median(r.extra["rewards_s"] for r in http_runs)}
+                rows.append(row)
+                print("http", json.dumps(row), flush=True)
+            assert judged > 0, "no reward went through the judge: the samples do not exercise the engine"
+        return rows
+    finally:
+        for child in (router, server):
+            if child is not None:
+                child.stop()
+
+
+def _generated_tokens(metrics: str) -> float:
+    m = re.search(r"^genrm_server_generation_tokens_total(?:\{[^}]*\})? (\S+)$", metrics, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+def print_tables(results: dict[str, Any]) -> None:
+    env = results["env"]
+    print(f"\n## {env['gpu']} · torch {env['torch']} · transformers {env['transformers']}")
+    print(f"prompt ≈ {env['prompt_tokens']} tokens, {env['new_tokens']} new tokens, waves {env['waves']}, "
+          f"repeats {env['repeats']} (median)\n")
+    if rows := results.get("engine"):
+        variants = [v for v in VARIANTS if v in rows[0]]
+        head = [f"{v} tok/s" for v in variants] + ["last / first", "vLLM 0.24", "last / vLLM"]
+        print("| concurrent | " + " | ".join(head) + " |")
+        print("|---" * (len(variants) + 4) + "|")
+        for r in rows:
+            first, last, vllm = r[variants[0]], r[variants[-1]], VLLM_TOK_S.get(r["concurrency"], 0)
+            cells = [f"{r[v]:,.0f}" for v in variants] + [f"{last / first:.2f}×", f"{vllm:,}",
+                                                           f"{last / vllm:.2f}×" if vllm else "–"]
+            print(f"| {r['concurrency']} | " + " | ".join(cells) + " |")
+    if rows := results.get("http"):
+        print("\n| concurrent | engine alone tok/s | client → router → server tok/s | ratio | rewards/s |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['concurrency']} | {r['engine_tok_s']:,.0f} | {r['http_tok_s']:,.0f} | {r['ratio']:.3f} "
+                  f"| {r['rewards_s']:.2f} |")
+    if rows := results.get("sequential"):
+        r = rows[0]
+        print(f"\nsequential (max_batch_size 1) vs dynamic batching at {r['concurrency']} concurrent: "
+              f"{r['sequential']:,.0f} vs {r['batched']:,.0f} tok/s = {r['speedup']:.1f}×")
+
+
+VLLM_TOK_S = {1: 221, 8: 1654, 32: 4763, 64: 7277, 128: 9837, 256: 11686}  # ../shared/gpu/README.md, same shape
+
+
+async def main_async(args) -> dict[str, Any]:
+    import torch
+
+    ensure_model(Path(args.model_dir), args.device, args.small)
+    engine = TransformersEngine(ServerSettings(model=args.model_dir, device=args.device,
+                                                max_batch_size=args.max_batch_size))
+    await engine.start()
+    probe = 100  # one word is one token: size the solutions so the whole judge prompt has --prompt-tokens
+    words = max(8, probe + args.prompt_tokens - prompt_length(engine, make_samples(1, probe)[0]))
+    samples = make_samples(max([*args.concurrency, args.sequential_concurrency]) * args.waves, words)
+    prompt_len = prompt_length(engine, samples[0])
+    results: dict[str, Any] = {"env": {
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
+        "transformers": importlib.metadata.version("transformers"), "prompt_tokens": prompt_len,
+        "new_tokens": args.new_tokens, "waves": args.waves, "repeats": args.repeats,
+    }}
+    try:
+        await closed_loop(engine_call(engine, 8), [judge_prompt(s) for s in samples[:8]], 8)  # warm-up
+        for name in args.sections:
+            section = {"engine": section_engine, "http": section_http, "sequential": section_sequential}[name]
+            results[name] = await section(engine, samples, args)
+    finally:
+        await engine.stop()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", default="/tmp/genrm-qwen3-4b-shaped", help="written on first use (8 GB)")
+    p.add_argument("--sections", nargs="+", default=["engine", "sequential", "http"],
+                   choices=["engine", "sequential", "http"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64, 128])
+    p.add_argument("--sequential-concurrency", type=int, default=64)
+    p.add_argument("--prompt-tokens", type=int, default=512)
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--max-batch-size", type=int, default=128)
+    p.add_argument("--waves", type=int, default=1, help="requests per concurrent caller in each run")
+    p.add_argument("--repeats", type=int, default=1, help="runs per figure (median)")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--small", action="store_true", help="a 2-layer model of the same vocabulary (smoke runs)")
+    p.add_argument("--log-dir", default=os.environ.get("OUT", "/tmp") + "/gpu-bench-logs")
+    p.add_argument("--json", help="write all figures here")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    results = asyncio.run(main_async(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    print_tables(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""The transformers engine's two speed-ups compute the same thing as the plain code they replace.
+
+- ``GrowingLayer`` (KV written in place into spare columns) gives the same logits as transformers'
+  concatenating ``DynamicLayer`` across prefill, joins, row removal and a buffer re-allocation.
+- Top-k sampling over the k candidates draws from the same distribution as masking the whole
+  vocabulary, top-p included, and never returns a token outside a row's top k.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from services.genrm_server.engines import kv_batch
+from services.genrm_server.engines.base import SamplingParams
+from services.genrm_server.engines.kv_batch import KVBatch, new_cache
+from services.genrm_server.engines.transformers_engine import TransformersEngine, _Sequence
+from services.genrm_server.settings import ServerSettings
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    eng = TransformersEngine(ServerSettings(model=str(tiny_model), device="cpu"))
+    eng._load()  # the real loading code, without starting the scheduler
+    return eng
+
+
+def _prefill(engine, prompts: list[list[int]], growing: bool) -> tuple[KVBatch, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), engine.pad_id)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = new_cache(growing)
+    out = engine.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
+    return KVBatch(cache, mask, pos[:, -1] + 1), out.logits[:, -1, :]
+
+
+def _decode(engine, growing: bool, steps: int) -> list[torch.Tensor]:
+    """Greedy decode with a join after 5 steps and a row leaving after 20; every step's logits."""
+    torch.manual_seed(0)
+    batch, logits = _prefill(engine, [[5, 6, 7, 8, 9], [10, 11]], growing)
+    seen = []
+    with torch.inference_mode():
+        for step in range(steps):
+            tokens = logits.argmax(-1)
+            seen.append(logits.clone())
+            batch.extend_mask()
+            logits = engine.model(
+                input_ids=tokens.unsqueeze(1), attention_mask=batch.mask, position_ids=batch.next_pos.unsqueeze(1),
+                past_key_values=batch.cache,
+            ).logits[:, -1, :]
+            batch.next_pos += 1
+            if step == 5:
+                joined, new_logits = _prefill(engine, [[12, 13, 14, 15, 16, 17, 18, 19, 20]], growing)
+                batch.join(joined)
+                logits = torch.cat([logits, new_logits])
+            if step == 20:
+                batch.select([0, 2])
+                logits = logits[[0, 2]]
+    return seen
+
+
+def test_growing_layers_match_concatenating_layers(engine, monkeypatch):
+    monkeypatch.setattr(kv_batch, "GROW_COLUMNS", 16)  # several re-allocations within the run
+    plain = _decode(engine, growing=False, steps=60)
+    grown = _decode(engine, growing=True, steps=60)
+    for step, (a, b) in enumerate(zip(plain, grown, strict=True)):
+        assert torch.allclose(a, b, atol=1e-5), f"logits differ at step {step}"
+
+
+def test_growing_layer_writes_in_place_between_reallocations(engine):
+    batch, _ = _prefill(engine, [[5, 6, 7]], growing=True)
+    layer = batch.cache.layers[0]
+    assert isinstance(layer, kv_batch.GrowingLayer)
+    buf = layer._k_buf
+    assert buf.shape[-2] == 3 + kv_batch.GROW_COLUMNS
+    k = layer.keys
+    layer.update(torch.ones_like(k[:, :, :1]), torch.ones_like(k[:, :, :1]))
+    assert layer._k_buf is buf and layer.keys.shape[-2] == 4  # no copy: one column written
+    assert torch.equal(layer.keys[:, :, 3], torch.ones_like(k[:, :, 0]))
+
+
+def _seq(**params) -> _Sequence:
+    return _Sequence(prompt_ids=[1], params=SamplingParams(**params), max_tokens=1, out=asyncio.Queue(), detok=None)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.7])
+def test_topk_sampling_matches_the_full_vocabulary_path(engine, monkeypatch, top_p):
+    vocab = engine.model.config.vocab_size
+    torch.manual_seed(1)
+    logits = torch.randn(1, vocab) * 3
+    draws = 20_000
+    rows = logits.expand(draws, vocab).clone()
+    seqs = [_seq(temperature=0.8, top_k=8, top_p=top_p) for _ in range(draws)]
+    counts = {}
+    for fast in (True, False):
+        monkeypatch.setattr(engine, "topk_sampling", fast)
+        torch.manual_seed(2)
+        counts[fast] = torch.bincount(engine._sample(rows, seqs), minlength=vocab).float() / draws
+    top8 = set(logits[0].topk(8).indices.tolist())
+    assert set(counts[True].nonzero().flatten().tolist()) <= top8
+    # The same distribution: within sampling noise (~0.01 at 20k draws) on every token.
+    assert (counts[True] - counts[False]).abs().max() < 0.02
+    if top_p < 1.0:  # the nucleus really cut the tail
+        assert (counts[True] > 0).sum() < 8
+
+
+def test_topk_sampling_honours_each_rows_k_and_greedy_rows(engine):
+    vocab = engine.model.config.vocab_size
+    logits = torch.randn(3, vocab)
+    seqs = [_seq(temperature=1.0, top_k=1), _seq(temperature=1.0, top_k=50), _seq(temperature=0.0, top_k=50)]
+    for _ in range(20):
+        out = engine._sample(logits.clone(), seqs)
+        assert out[0] == logits[0].argmax()  # k = 1 is greedy
+        assert int(out[1]) in set(logits[1].topk(50).indices.tolist())
+        assert out[2] == logits[2].argmax()  # temperature 0 stays greedy
