@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import importlib.metadata
 import json
 import os
@@ -52,7 +53,12 @@ QWEN3_4B = dict(
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]"]
 SMALL = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=32)  # --small: a CPU smoke run of this script's own logic
-VARIANTS = {"plain": (False, False), "+topk": (False, True), "+grow": (True, True)}  # (growing_kv, topk_sampling)
+# (growing_kv, topk_sampling, cudnn_attention), one speed-up more per step; http and sequential run the defaults
+VARIANTS = {"plain": (False, False, True), "+topk": (False, True, True), "-cudnn": (False, True, False),
+            "+grow": (True, True, False)}
+DEFAULT = next(n for n, v in VARIANTS.items()
+               if v == (TransformersEngine.growing_kv, TransformersEngine.topk_sampling,
+                        TransformersEngine.cudnn_attention))
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -120,6 +126,12 @@ class Run:
     tokens: int = 0
     wall_s: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    finish: collections.Counter = field(default_factory=collections.Counter)
+
+    def describe(self) -> str:
+        return (f"c={self.concurrency} requests={self.requests} tokens={self.tokens} wall={self.wall_s:.1f}s "
+                f"tok/s={self.tok_s:,.0f} finish={dict(self.finish)} errors={len(self.errors)} {self.errors[:2]}")
 
     @property
     def tok_s(self) -> float:
@@ -133,7 +145,12 @@ async def closed_loop(call, items: list[Any], concurrency: int, stop_after: int 
 
     async def worker() -> None:
         while queue:
-            run.tokens += await call(queue.pop())
+            try:
+                tokens = await call(queue.pop())  # not `run.tokens += await ...`: that reads run.tokens first
+            except Exception as exc:  # counted and shown: a failing call must not pass for a fast one
+                run.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            run.tokens += tokens
             run.requests += 1
             if stop_after and run.requests >= stop_after:
                 enough.set()
@@ -150,13 +167,15 @@ async def closed_loop(call, items: list[Any], concurrency: int, stop_after: int 
     return run
 
 
-def engine_call(engine: TransformersEngine, new_tokens: int):
+def engine_call(engine: TransformersEngine, new_tokens: int, finish: collections.Counter | None = None):
     async def call(prompt: str) -> int:
         # Exactly what the fapo recipe's judge sends (recipes/base.py Judge._generate).
         inp = GenerationInput(messages=[{"role": "user", "content": prompt}], incremental=False)
         last = None
         async for delta in engine.generate(inp, SamplingParams(max_tokens=new_tokens)):
             last = delta
+        if finish is not None:
+            finish[f"{last.finish_reason}:{last.stop_reason}" if last.stop_reason else last.finish_reason] += 1
         return last.completion_tokens or 0
 
     return call
@@ -165,8 +184,12 @@ def engine_call(engine: TransformersEngine, new_tokens: int):
 async def run_engine(engine: TransformersEngine, variant: str, prompts: list[str], c: int, args) -> Run:
     import torch
 
-    engine.growing_kv, engine.topk_sampling = VARIANTS[variant]
-    run = await closed_loop(engine_call(engine, args.new_tokens), prompts[: c * args.waves], c)
+    engine.growing_kv, engine.topk_sampling, cudnn = VARIANTS[variant]
+    torch.backends.cuda.enable_cudnn_sdp(cudnn)
+    finish: collections.Counter = collections.Counter()
+    run = await closed_loop(engine_call(engine, args.new_tokens, finish), prompts[: c * args.waves], c)
+    run.finish = finish
+    print(f"  {variant}: {run.describe()}", flush=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the server process of the http section needs the memory this run's KV held
     return run
@@ -175,12 +198,17 @@ async def run_engine(engine: TransformersEngine, variant: str, prompts: list[str
 # -- sections ---------------------------------------------------------------------------------------
 
 async def section_engine(engine, samples, args) -> list[dict[str, Any]]:
-    prompts = [judge_prompt(s) for s in samples]
-    rows = []
+    # Each variant and repeat gets prompts one token longer than the last: cuDNN keeps a plan per shape, and a
+    # run must not ride on plans an earlier run paid for (in service, batch and width change all the time).
+    rows, shift = [], 0
     for c in args.concurrency:
         row: dict[str, Any] = {"concurrency": c}
         for variant in args.variants:
-            runs = [await run_engine(engine, variant, prompts, c, args) for _ in range(args.repeats)]
+            runs = []
+            for _ in range(args.repeats):
+                shift += 1
+                prompts = [judge_prompt({**s, "solution": "w4 " * shift + s["solution"]}) for s in samples]
+                runs.append(await run_engine(engine, variant, prompts, c, args))
             row[variant] = statistics.median(r.tok_s for r in runs)
         rows.append(row)
         print("engine", json.dumps(row), flush=True)
@@ -190,10 +218,11 @@ async def section_engine(engine, samples, args) -> list[dict[str, Any]]:
 async def section_sequential(engine, samples, args) -> list[dict[str, Any]]:
     prompts = [judge_prompt(s) for s in samples]
     c = args.sequential_concurrency
-    batched = await run_engine(engine, "+grow", prompts, c, args)
+    batched = await run_engine(engine, DEFAULT, prompts, c, args)
     engine.settings = engine.settings.model_copy(update={"max_batch_size": 1})
     try:  # all c wait; throughput is steady from the first completion on, so time a few of them
         alone = await closed_loop(engine_call(engine, args.new_tokens), prompts[:c], c, stop_after=2)
+        print(f"  sequential: {alone.describe()}", flush=True)
     finally:
         engine.settings = engine.settings.model_copy(update={"max_batch_size": args.max_batch_size})
     row = {"concurrency": c, "sequential": alone.tok_s, "batched": batched.tok_s,
@@ -236,11 +265,12 @@ async def section_http(engine, samples, args) -> list[dict[str, Any]]:
             for c in args.concurrency:
                 engine_runs, http_runs = [], []
                 for _ in range(args.repeats):
-                    engine_runs.append(await run_engine(engine, "+grow", prompts, c, args))
+                    engine_runs.append(await run_engine(engine, DEFAULT, prompts, c, args))
                     before = _generated_tokens(httpx.get(server_url + "/metrics").text)
                     run = await closed_loop(reward, samples[: c * args.waves], c)
                     run.tokens = _generated_tokens(httpx.get(server_url + "/metrics").text) - before
                     run.extra["rewards_s"] = run.requests / run.wall_s
+                    print(f"  http: {run.describe()}", flush=True)
                     http_runs.append(run)
                 eng = statistics.median(r.tok_s for r in engine_runs)
                 http = statistics.median(r.tok_s for r in http_runs)
@@ -270,11 +300,12 @@ def print_tables(results: dict[str, Any]) -> None:
           f"repeats {env['repeats']} (median)\n")
     if rows := results.get("engine"):
         variants = [v for v in VARIANTS if v in rows[0]]
-        head = [f"{v} tok/s" for v in variants] + ["last / first", "vLLM 0.24", "last / vLLM"]
+        best = DEFAULT if DEFAULT in variants else variants[-1]
+        head = [f"{v} tok/s" for v in variants] + [f"{best} / {variants[0]}", "vLLM 0.24", f"{best} / vLLM"]
         print("| concurrent | " + " | ".join(head) + " |")
         print("|---" * (len(variants) + 4) + "|")
         for r in rows:
-            first, last, vllm = r[variants[0]], r[variants[-1]], VLLM_TOK_S.get(r["concurrency"], 0)
+            first, last, vllm = r[variants[0]], r[best], VLLM_TOK_S.get(r["concurrency"], 0)
             cells = [f"{r[v]:,.0f}" for v in variants] + [f"{last / first:.2f}×", f"{vllm:,}",
                                                            f"{last / vllm:.2f}×" if vllm else "–"]
             print(f"| {r['concurrency']} | " + " | ".join(cells) + " |")

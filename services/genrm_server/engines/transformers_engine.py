@@ -52,8 +52,11 @@ class _Sequence:
 
 class TransformersEngine(Engine):
     # Both measured in bench/gpu_bench.py (docs/benchmarks.md); the switches exist for that ablation.
-    growing_kv = True  # decode steps write KV columns in place (kv_batch.GrowingLayer) instead of concatenating
+    growing_kv = False  # decode steps write KV columns in place (kv_batch.GrowingLayer)
     topk_sampling = True  # top-k rows sample among their k candidates instead of sorting the whole vocabulary
+    # cuDNN attention builds an execution plan for every new (batch, KV width) shape: about 1.5 ms of CPU per
+    # layer and step while a batch decodes, since the width grows each step. SDPA's other kernels need none.
+    cudnn_attention = False
 
     def __init__(self, settings: ServerSettings):
         super().__init__()
@@ -125,6 +128,8 @@ class TransformersEngine(Engine):
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
             s.dtype, torch.bfloat16 if device == "cuda" else torch.float32
         )
+        if device == "cuda":
+            torch.backends.cuda.enable_cudnn_sdp(self.cudnn_attention)
         t0 = time.perf_counter()
         # local_files_only: a model hub is never contacted, at test time or in production.
         self.tokenizer = AutoTokenizer.from_pretrained(s.model, local_files_only=True)
