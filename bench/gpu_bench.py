@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.genrm_server.engines import decode_attention
 from services.genrm_server.engines.base import GenerationInput, SamplingParams
 from services.genrm_server.engines.transformers_engine import TransformersEngine
 from services.genrm_server.recipes.templates import FAPO_PROMPT, fill
@@ -53,12 +54,11 @@ QWEN3_4B = dict(
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]"]
 SMALL = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=32)  # --small: a CPU smoke run of this script's own logic
-# (growing_kv, topk_sampling, cudnn_attention), one speed-up more per step; http and sequential run the defaults
-VARIANTS = {"plain": (False, False, True), "+topk": (False, True, True), "-cudnn": (False, True, False),
-            "+grow": (True, True, False)}
+# (topk_sampling, cudnn_attention, attention), one speed-up more per column; http and sequential run the defaults
+VARIANTS = {"plain": (False, True, "sdpa"), "+topk": (True, True, "sdpa"), "-cudnn": (True, False, "sdpa"),
+            "+packed-gqa": (True, False, decode_attention.NAME)}
 DEFAULT = next(n for n, v in VARIANTS.items()
-               if v == (TransformersEngine.growing_kv, TransformersEngine.topk_sampling,
-                        TransformersEngine.cudnn_attention))
+               if v == (TransformersEngine.topk_sampling, TransformersEngine.cudnn_attention, decode_attention.NAME))
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -100,12 +100,13 @@ def ensure_model(path: Path, device: str = "cuda", small: bool = False) -> Path:
     return path
 
 
-def make_samples(n: int, solution_words: int, seed: int = 0) -> list[dict[str, Any]]:
-    """FAPO samples with a correct boxed answer (so the judge is asked), all distinct, 8 per group."""
+def make_samples(n: int, solution_words: int, jitter: int = 0, seed: int = 0) -> list[dict[str, Any]]:
+    """FAPO samples with a correct boxed answer (so the judge is asked), all distinct, 8 per group; solution
+    lengths vary by up to ``jitter`` words either way, as policy samples do (a batch is then ragged)."""
     rng = random.Random(seed)
     words = lambda k: " ".join(f"w{rng.randrange(4, 151936)}" for _ in range(k))  # noqa: E731
-    return [{"question": words(40), "solution": words(solution_words) + " The answer is \\boxed{7}",
-             "ground_truth": "7", "group_id": f"g{i // 8}"} for i in range(n)]
+    return [{"question": words(40), "solution": words(max(1, solution_words + rng.randint(-jitter, jitter)))
+             + " The answer is \\boxed{7}", "ground_truth": "7", "group_id": f"g{i // 8}"} for i in range(n)]
 
 
 def prompt_length(engine: TransformersEngine, sample: dict[str, Any]) -> int:
@@ -131,7 +132,8 @@ class Run:
 
     def describe(self) -> str:
         return (f"c={self.concurrency} requests={self.requests} tokens={self.tokens} wall={self.wall_s:.1f}s "
-                f"tok/s={self.tok_s:,.0f} finish={dict(self.finish)} errors={len(self.errors)} {self.errors[:2]}")
+                f"tok/s={self.tok_s:,.0f} mean batch={self.extra.get('mean_batch', 0):.1f} "
+                f"finish={dict(self.finish)} errors={len(self.errors)} {self.errors[:2]}")
 
     @property
     def tok_s(self) -> float:
@@ -184,11 +186,15 @@ def engine_call(engine: TransformersEngine, new_tokens: int, finish: collections
 async def run_engine(engine: TransformersEngine, variant: str, prompts: list[str], c: int, args) -> Run:
     import torch
 
-    engine.growing_kv, engine.topk_sampling, cudnn = VARIANTS[variant]
+    engine.topk_sampling, cudnn, engine.model.config._attn_implementation = VARIANTS[variant]
     torch.backends.cuda.enable_cudnn_sdp(cudnn)
     finish: collections.Counter = collections.Counter()
+    steps: list[int] = []
+    engine.on_batch = steps.append  # rows of every decode step
     run = await closed_loop(engine_call(engine, args.new_tokens, finish), prompts[: c * args.waves], c)
+    engine.on_batch = None
     run.finish = finish
+    run.extra["mean_batch"] = statistics.fmean(steps) if steps else 0.0
     print(f"  {variant}: {run.describe()}", flush=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the server process of the http section needs the memory this run's KV held
@@ -266,9 +272,12 @@ async def section_http(engine, samples, args) -> list[dict[str, Any]]:
                 engine_runs, http_runs = [], []
                 for _ in range(args.repeats):
                     engine_runs.append(await run_engine(engine, DEFAULT, prompts, c, args))
-                    before = _generated_tokens(httpx.get(server_url + "/metrics").text)
+                    before = _counters(httpx.get(server_url + "/metrics").text)
                     run = await closed_loop(reward, samples[: c * args.waves], c)
-                    run.tokens = _generated_tokens(httpx.get(server_url + "/metrics").text) - before
+                    after = _counters(httpx.get(server_url + "/metrics").text)
+                    run.tokens = after[0] - before[0]
+                    steps = after[2] - before[2]
+                    run.extra["mean_batch"] = (after[1] - before[1]) / steps if steps else 0.0
                     run.extra["rewards_s"] = run.requests / run.wall_s
                     print(f"  http: {run.describe()}", flush=True)
                     http_runs.append(run)
@@ -286,9 +295,14 @@ async def section_http(engine, samples, args) -> list[dict[str, Any]]:
                 child.stop()
 
 
-def _generated_tokens(metrics: str) -> float:
-    m = re.search(r"^genrm_server_generation_tokens_total(?:\{[^}]*\})? (\S+)$", metrics, re.M)
-    return float(m.group(1)) if m else 0.0
+def _counters(metrics: str) -> tuple[float, float, float]:
+    """Tokens generated, and the decode steps' rows summed and counted (genrm_server_batch_size)."""
+    def value(name: str) -> float:
+        m = re.search(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", metrics, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    return (value("genrm_server_generation_tokens_total"), value("genrm_server_batch_size_sum"),
+            value("genrm_server_batch_size_count"))
 
 
 # -- main -------------------------------------------------------------------------------------------
@@ -296,8 +310,8 @@ def _generated_tokens(metrics: str) -> float:
 def print_tables(results: dict[str, Any]) -> None:
     env = results["env"]
     print(f"\n## {env['gpu']} · torch {env['torch']} · transformers {env['transformers']}")
-    print(f"prompt ≈ {env['prompt_tokens']} tokens, {env['new_tokens']} new tokens, waves {env['waves']}, "
-          f"repeats {env['repeats']} (median)\n")
+    print(f"prompt ≈ {env['prompt_tokens']} ± {env['prompt_jitter']} tokens, {env['new_tokens']} new tokens, "
+          f"waves {env['waves']}, repeats {env['repeats']} (median)\n")
     if rows := results.get("engine"):
         variants = [v for v in VARIANTS if v in rows[0]]
         best = DEFAULT if DEFAULT in variants else variants[-1]
@@ -333,11 +347,13 @@ async def main_async(args) -> dict[str, Any]:
     await engine.start()
     probe = 100  # one word is one token: size the solutions so the whole judge prompt has --prompt-tokens
     words = max(8, probe + args.prompt_tokens - prompt_length(engine, make_samples(1, probe)[0]))
-    samples = make_samples(max([*args.concurrency, args.sequential_concurrency]) * args.waves, words)
-    prompt_len = prompt_length(engine, samples[0])
+    samples = make_samples(max([*args.concurrency, args.sequential_concurrency]) * args.waves, words,
+                           args.prompt_jitter)
+    prompt_len = round(statistics.fmean(prompt_length(engine, s) for s in samples[:64]))
     results: dict[str, Any] = {"env": {
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
         "transformers": importlib.metadata.version("transformers"), "prompt_tokens": prompt_len,
+        "prompt_jitter": args.prompt_jitter,
         "new_tokens": args.new_tokens, "waves": args.waves, "repeats": args.repeats,
     }}
     try:
@@ -359,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64, 128])
     p.add_argument("--sequential-concurrency", type=int, default=64)
     p.add_argument("--prompt-tokens", type=int, default=512)
+    p.add_argument("--prompt-jitter", type=int, default=64, help="prompt lengths vary by up to this either way")
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--max-batch-size", type=int, default=128)
     p.add_argument("--waves", type=int, default=1, help="requests per concurrent caller in each run")

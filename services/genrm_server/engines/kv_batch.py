@@ -13,65 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicCache, DynamicLayer
-
-# Spare columns a growing layer keeps: a re-allocation (and copy of the cache) every 256 decode steps.
-GROW_COLUMNS = 256
-
-
-class GrowingLayer(DynamicLayer):
-    """A ``DynamicLayer`` whose tensors are views of a buffer with spare columns.
-
-    ``DynamicLayer.update`` concatenates, which copies the layer's whole cache at every decode step; at
-    batch 64 and 768 columns that moves about as many bytes as the model's weights. Here a step writes
-    one column in place. A batch edit (``select``, ``join``) that replaces ``keys`` is noticed by
-    pointer and the next update moves the new tensors into a fresh buffer.
-    """
-
-    _k_buf: torch.Tensor | None = None
-    _v_buf: torch.Tensor | None = None
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        used = self.keys.shape[-2] if self.keys.numel() else 0
-        new = key_states.shape[-2]
-        if not self._owns_keys() or used + new > self._k_buf.shape[-2]:
-            self._k_buf = _with_room(self.keys, key_states, used + new + GROW_COLUMNS)
-            self._v_buf = _with_room(self.values, value_states, used + new + GROW_COLUMNS)
-        self._k_buf[:, :, used : used + new] = key_states
-        self._v_buf[:, :, used : used + new] = value_states
-        self.keys, self.values = self._k_buf[:, :, : used + new], self._v_buf[:, :, : used + new]
-        return self.keys, self.values
-
-    def _owns_keys(self) -> bool:
-        buf = self._k_buf
-        return (
-            buf is not None
-            and self.keys.numel() > 0
-            and self.keys.data_ptr() == buf.data_ptr()
-            and self.keys.shape[0] == buf.shape[0]
-            and self.keys.stride() == buf.stride()
-            and self.values.data_ptr() == self._v_buf.data_ptr()
-        )
-
-
-def _with_room(old: torch.Tensor, new: torch.Tensor, columns: int) -> torch.Tensor:
-    """A buffer shaped like ``new`` with ``columns`` on the sequence axis, holding ``old`` at its start."""
-    shape = list(new.shape)
-    shape[-2] = columns
-    buf = new.new_empty(shape)
-    if old.numel():
-        buf[:, :, : old.shape[-2]] = old
-    return buf
-
-
-def new_cache(growing: bool = True) -> DynamicCache:
-    """An empty cache whose layers are ``GrowingLayer`` (``growing``) or transformers' own."""
-    cache = DynamicCache()
-    if growing and getattr(cache, "layer_class_to_replicate", None) is DynamicLayer:
-        cache.layer_class_to_replicate = GrowingLayer
-    return cache
 
 
 @dataclass

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from services.genrm_server.engines.base import (
     SamplingParams,
 )
 from services.genrm_server.engines.detokenizer import IncrementalDetokenizer
-from services.genrm_server.engines.kv_batch import KVBatch, new_cache
+from services.genrm_server.engines.kv_batch import KVBatch
 from services.genrm_server.settings import ServerSettings
 
 log = logging.getLogger("genrm.engine.transformers")
@@ -52,11 +53,11 @@ class _Sequence:
 
 class TransformersEngine(Engine):
     # Both measured in bench/gpu_bench.py (docs/benchmarks.md); the switches exist for that ablation.
-    growing_kv = False  # decode steps write KV columns in place (kv_batch.GrowingLayer)
     topk_sampling = True  # top-k rows sample among their k candidates instead of sorting the whole vocabulary
     # cuDNN attention builds an execution plan for every new (batch, KV width) shape: about 1.5 ms of CPU per
     # layer and step while a batch decodes, since the width grows each step. SDPA's other kernels need none.
     cudnn_attention = False
+    switch_interval_s = 0.0005  # sys.setswitchinterval on CUDA (see _load)
 
     def __init__(self, settings: ServerSettings):
         super().__init__()
@@ -117,6 +118,7 @@ class TransformersEngine(Engine):
             GenerationConfig,
         )
 
+        from services.genrm_server.engines import decode_attention
         from services.genrm_server.engines.classifier import ClassifierBatcher
 
         s = self.settings
@@ -130,6 +132,9 @@ class TransformersEngine(Engine):
         )
         if device == "cuda":
             torch.backends.cuda.enable_cudnn_sdp(self.cudnn_attention)
+            # The compute thread holds the GIL while it launches kernels; at Python's default 5 ms switch
+            # interval, requests arriving during a decode wait up to 5 ms per GIL hand-off to be admitted.
+            sys.setswitchinterval(self.switch_interval_s)
         t0 = time.perf_counter()
         # local_files_only: a model hub is never contacted, at test time or in production.
         self.tokenizer = AutoTokenizer.from_pretrained(s.model, local_files_only=True)
@@ -139,7 +144,12 @@ class TransformersEngine(Engine):
         archs = AutoConfig.from_pretrained(s.model, local_files_only=True).architectures or []
         is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
         auto_cls = AutoModelForSequenceClassification if is_classifier else AutoModelForCausalLM
-        self.model = auto_cls.from_pretrained(s.model, dtype=dtype, local_files_only=True)
+        try:  # grouped-query decoding without a KV copy per step (decode_attention.py); plain sdpa otherwise
+            self.model = auto_cls.from_pretrained(s.model, dtype=dtype, local_files_only=True,
+                                                  attn_implementation=decode_attention.register())
+        except (ValueError, ImportError) as exc:
+            log.info("attention %s unavailable for %s (%s); using the default", decode_attention.NAME, s.model, exc)
+            self.model = auto_cls.from_pretrained(s.model, dtype=dtype, local_files_only=True)
         self.model.to(device).eval()
         self.device = torch.device(device)
         cfg = self.model.config
@@ -306,6 +316,7 @@ class TransformersEngine(Engine):
 
     def _prefill(self, seqs: list[_Sequence]) -> tuple[KVBatch, Any]:
         import torch
+        from transformers import DynamicCache
 
         width = max(len(s.prompt_ids) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
@@ -315,8 +326,10 @@ class TransformersEngine(Engine):
             mask[i, width - len(s.prompt_ids) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = new_cache(self.growing_kv)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
+        cache = DynamicCache()
+        # logits_to_keep=1: only the last column's logits (a 128 x 512 prefill would otherwise write 20 GB of them)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         logits_to_keep=1)
         return KVBatch(cache, mask, positions[:, -1] + 1), out.logits[:, -1, :]
 
     def _run(self, first: list[_Sequence]) -> None:
