@@ -23,6 +23,10 @@ CASES = [
     ("/v1/completions", {"prompt": []}, 400, "prompt", ["prompt"]),
     ("/v1/completions", {"prompt": "x", "stop": [""]}, 400, "stop", ["stop"]),
     ("/v1/completions", ["not", "an", "object"], 400, "body", ["valid dictionary"]),
+    # The batch route validates its body itself: unknown top-level fields are refused on both of its paths.
+    ("/v1/reward/batch", {"samples": [], "extra": 1}, 400, "extra", ["extra", "not permitted"]),
+    ("/v1/reward/batch", {"samples": [{"solution": 5}], "extra": 1}, 400, "extra", ["extra"]),
+    ("/v1/reward/batch", {"samples": "all"}, 400, "samples", ["samples"]),
 ]
 
 
@@ -75,3 +79,12 @@ def test_unknown_route_uses_the_error_envelope(server):
     resp = httpx.get(server.url + "/v1/nothing-here", timeout=10)
     assert resp.status_code == 404
     assert resp.json()["error"]["code"] == 404
+
+
+def test_a_bad_batch_body_logs_no_traceback(server):
+    """A 400 is the client's mistake: the server's log gets no ERROR / traceback for it."""
+    before = server.log_path.read_text()
+    resp = httpx.post(server.url + "/v1/reward/batch", json={"samples": "all"}, timeout=30)
+    assert resp.status_code == 400
+    new = server.log_path.read_text()[len(before):]
+    assert "Traceback" not in new and "unhandled error" not in new, new

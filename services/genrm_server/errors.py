@@ -40,7 +40,10 @@ def install_error_handlers(app: FastAPI) -> None:
         status, message, param = describe_error(exc)
         return JSONResponse(error_body(status, message, param=param), status_code=status)
 
-    for kind in (RequestValidationError, RecipeInputError, EngineError, StarletteHTTPException, Exception):
+    # ValidationError: a body a handler validates itself (the batch route); without its own handler it would
+    # reach the catch-all, which Starlette re-raises after answering (a traceback per bad request).
+    for kind in (RequestValidationError, ValidationError, RecipeInputError, EngineError, StarletteHTTPException,
+                 Exception):
         app.add_exception_handler(kind, handle)
 
 

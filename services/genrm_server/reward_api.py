@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 
 from services.genrm_server.reward_service import RewardService
@@ -43,6 +43,7 @@ async def reward(sample: RewardRequest, request: Request) -> dict[str, Any]:
 class _TypedBatch(BaseModel):
     """The fast path: a batch whose every sample is valid parses straight into RewardRequest objects."""
 
+    model_config = ConfigDict(extra="forbid")  # as RewardBatchRequest: an unknown top-level field is a 400
     samples: Annotated[list[RewardRequest], Field(max_length=16384)]
 
 
