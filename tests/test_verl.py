@@ -423,7 +423,7 @@ def test_the_example_config_works(stack, tokenizer):
 
 
 @pytest.mark.timeout(240)
-def test_verl_remote_manager_in_ray_workers(stack, tokenizer):
+def test_verl_remote_manager_in_ray_workers(stack, tokenizer, ray_cluster):
     """The reward loop's ``remote`` manager pickles the function (loaded by file path) into Ray actor processes."""
     import ray
     from verl.trainer.ppo.reward import load_reward_manager
@@ -431,15 +431,13 @@ def test_verl_remote_manager_in_ray_workers(stack, tokenizer):
     config = reward_config(stack.url, "compute_score", "remote")
     config.reward.num_workers = 1
     data, _ = make_batch(tokenizer)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    try:
-        async def run() -> list[dict]:
-            reward_manager = load_reward_manager(config, tokenizer)  # starts its Ray actors
-            return list(await asyncio.gather(*(reward_manager.run_single(data[i:i + 1]) for i in range(len(data)))))
+    assert ray.is_initialized()  # the session's cluster (tests/conftest.py)
 
-        outs = asyncio.run(run())
-    finally:
-        ray.shutdown()
+    async def run() -> list[dict]:
+        reward_manager = load_reward_manager(config, tokenizer)  # starts its Ray actors
+        return list(await asyncio.gather(*(reward_manager.run_single(data[i:i + 1]) for i in range(len(data)))))
+
+    outs = asyncio.run(run())
     assert [o["reward_score"] for o in outs] == [c[2] for c in CASES]
     assert all(set(o["reward_extra_info"]) == MATH_KEYS for o in outs)
     assert {o["reward_extra_info"]["reward_source"] for o in outs} == {"remote"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,18 +10,13 @@ from services.local_stack import free_port
 
 
 @pytest.fixture(scope="session")
-def ray_serve_url() -> Iterator[str]:
-    """Base URL of Serve's HTTP proxy on a local Ray cluster shared by every test that asks for it."""
-    pytest.importorskip("ray.serve")
-    import ray
+def ray_serve_url(ray_cluster: None) -> Iterator[str]:
+    """Base URL of Serve's HTTP proxy on the session's Ray cluster (tests/conftest.py), started on first use."""
     from ray import serve
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     port = free_port()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
-        ray.shutdown()
