@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -88,3 +90,21 @@ def test_a_bad_batch_body_logs_no_traceback(server):
     assert resp.status_code == 400
     new = server.log_path.read_text()[len(before):]
     assert "Traceback" not in new and "unhandled error" not in new, new
+
+
+def test_the_batch_route_keeps_the_body_limit_and_request_metrics(server):
+    """/v1/reward/batch is answered below FastAPI (reward_api.BatchRoute): the middleware around it still apply."""
+    def count(status: str) -> float:
+        text = httpx.get(server.url + "/metrics", timeout=5).text
+        pattern = rf'^genrm_server_requests_total\{{route="/v1/reward/batch",status="{status}"\}} (\S+)'
+        m = re.search(pattern, text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    ok, too_big = count("200"), count("413")
+    big = {"samples": [{"solution": "x" * 100_000, "ground_truth": "1"}]}  # the fixture's server allows 64 KiB
+    assert httpx.post(server.url + "/v1/reward/batch", json=big, timeout=30).status_code == 413
+    good = httpx.post(server.url + "/v1/reward/batch", json={"samples": [{"solution": "\\boxed{1}",
+                                                                          "ground_truth": "1"}]}, timeout=30)
+    assert good.status_code == 200 and good.json()["results"][0]["result"]["score"] == 1.0
+    assert good.headers["content-type"] == "application/json"
+    assert (count("200"), count("413")) == (ok + 1, too_big + 1)

@@ -158,3 +158,22 @@ def test_genrm_score_jsonl_in_jsonl_out(stack, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "trainer_client.score_cli", str(src), "--url", stack.url],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and f"{src}:2: not JSON" in bad.stderr
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_request_bodies_encode_numpy_and_anything_pydantic_takes(fast, monkeypatch):
+    """orjson when installed (numpy values as verl's batches carry them), pydantic-core otherwise or for what
+    orjson refuses; both give the same JSON."""
+    import numpy as np
+    from pydantic_core import from_json
+
+    from trainer_client import _transport
+
+    if not fast:
+        monkeypatch.setattr(_transport, "orjson", None)
+    elif _transport.orjson is None:
+        pytest.skip("orjson is not installed")
+    body = {"samples": [{"solution": "\\boxed{4}\n", "extra_info": {"index": np.int64(3), "w": np.float32(0.5)}}]}
+    assert from_json(_transport.encode_body(body)) == {
+        "samples": [{"solution": "\\boxed{4}\n", "extra_info": {"index": 3, "w": 0.5}}]}
+    assert from_json(_transport.encode_body({"tags": {"a"}})) == {"tags": ["a"]}  # orjson refuses sets

@@ -338,3 +338,21 @@ def test_judge_calls_count_in_the_servers_token_counters(server):
     assert result["judge_asked"] is True
     assert tokens(after, "prompt") - tokens(before, "prompt") > 20  # the judge prompt, template included
     assert tokens(after, "generation") > tokens(before, "generation")
+
+
+def test_a_batch_counts_every_score_in_the_histogram(server):
+    """Judge-free samples of a batch are counted at once: count, buckets and the _sum (a mean score) agree."""
+    def series(text: str) -> dict[str, float]:
+        return {m.group(1): float(m.group(2)) for m in re.finditer(
+            r'^genrm_reward_score_(count|sum|bucket\{le="-1\.0",recipe="math"\})(?:\{recipe="math"\})? (\S+)',
+            text, re.M)}
+
+    before = series(httpx.get(server.url + "/metrics", timeout=5).text)
+    samples = [{"solution": f"\\boxed{{{4 if i % 3 else 5}}}", "ground_truth": "4"} for i in range(30)]
+    body = httpx.post(server.url + "/v1/reward/batch", json={"samples": samples}, timeout=30).json()
+    scores = [item["result"]["score"] for item in body["results"]]
+    after = series(httpx.get(server.url + "/metrics", timeout=5).text)
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    assert scores.count(-1.0) == 10 and scores.count(1.0) == 20
+    assert delta["count"] == 30 and delta["sum"] == sum(scores) == 10.0
+    assert delta['bucket{le="-1.0",recipe="math"}'] == 10  # the -1 scores sit in the first bucket

@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
+
+try:  # optional (the client-fast extra): encodes a batch of long solutions ~15x faster than pydantic-core
+    import orjson
+except ImportError:  # pragma: no cover - exercised where orjson is absent
+    orjson = None
 
 from trainer_client.errors import GenRMError
 
@@ -59,6 +64,24 @@ def backoff(attempt: int, headers: Mapping[str, str] | None) -> float:
 
 def decode(response: httpx.Response, attempts: int) -> Any:
     return decode_body(response.status_code, response.content, str(response.request.url), attempts)
+
+
+def encode_body(body: Any) -> bytes:
+    """Request JSON: orjson when installed (numpy scalars and arrays included, as verl's batches carry
+    them), else pydantic-core; a value orjson refuses goes to pydantic-core, which names it if it refuses too."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            pass
+    return to_json(body, fallback=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (and anything else with ``tolist``) as plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot encode a {type(value).__name__} as JSON")
 
 
 def decode_body(status: int, body: bytes, url: str, attempts: int) -> Any:

@@ -22,10 +22,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
-from pydantic_core import to_json
-
 from trainer_client._reward_transport import Retryable, TimedOut, Transport, make_transport
-from trainer_client._transport import RETRY_STATUS, ClientConfig, backoff, decode_body
+from trainer_client._transport import RETRY_STATUS, ClientConfig, backoff, decode_body, encode_body
 from trainer_client.errors import GenRMError
 from trainer_client.math_rule import compute_math
 
@@ -190,8 +188,7 @@ class AsyncRewardClient:
 
     async def _post(self, path: str, body: Any, method: str = "POST", affinity: str | None = None) -> Any:
         """One call with retries inside the deadline; GenRMError when it cannot succeed."""
-        # Encoded once, by pydantic-core's Rust encoder (several times faster than json on big batches).
-        content = None if body is None else to_json(body)
+        content = None if body is None else encode_body(body)  # once, whatever the retries
         deadline = time.monotonic() + self.config.timeout_s
         url = self.config.base_url + path
         attempt, status, error = 0, None, ""

@@ -6,9 +6,14 @@ routers built for vLLM (sglang-router, vllm-router, ours) read this server's loa
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from services.genrm_server.engines import Engine
 
@@ -65,8 +70,7 @@ class RewardMetrics:
         self._tokens = tokens  # the server's prompt / generation token counters: judge calls count there too
         self.samples = Counter("genrm_reward_samples", "Samples scored, by recipe and outcome (ok / error).",
                                ["recipe", "outcome"], registry=r)
-        self.score = Histogram("genrm_reward_score", "Scores returned, by recipe.", ["recipe"],
-                               buckets=SCORE_BUCKETS, registry=r)
+        self.score = ScoreHistogram(r)
         self.flawed_positives = Counter("genrm_reward_flawed_positives", "Correct answers the judge found flawed.",
                                         ["recipe"], registry=r)
         self.judge_failures = Counter(
@@ -81,7 +85,7 @@ class RewardMetrics:
         )
         self.judge_errors = Counter("genrm_reward_judge_call_errors", "Judge calls the engine could not serve.",
                                     ["recipe"], registry=r)
-        self._ok: dict[str, tuple[Counter, Histogram]] = {}
+        self._ok: dict[str, Any] = {}
 
     def on_judge_reply(self, recipe: str, reply: object) -> None:
         self.judge_latency.labels(recipe=recipe).observe(reply.latency_s)  # type: ignore[attr-defined]
@@ -92,13 +96,66 @@ class RewardMetrics:
             self._tokens[1].inc(reply.completion_tokens)  # type: ignore[attr-defined]
 
     def on_result(self, recipe: str, result: dict) -> None:
-        children = self._ok.get(recipe)
-        if children is None:  # labels() costs more than the math rule: resolve once per recipe
-            children = self._ok[recipe] = (self.samples.labels(recipe=recipe, outcome="ok"),
-                                           self.score.labels(recipe=recipe))
-        children[0].inc()
-        children[1].observe(result["score"])
-        if result.get("flawed_positive"):
-            self.flawed_positives.labels(recipe=recipe).inc()
-        if result.get("judge_ok") is False:
-            self.judge_failures.labels(recipe=recipe).inc()
+        self.on_results(recipe, (result,))
+
+    def on_results(self, recipe: str, results: Iterable[dict]) -> None:
+        """Count one recipe's results at once (a batch's judge-free samples arrive thousands at a time)."""
+        ok = self._ok.get(recipe)
+        if ok is None:  # labels() costs more than the math rule: resolve once per recipe
+            ok = self._ok[recipe] = self.samples.labels(recipe=recipe, outcome="ok")
+        results = results if isinstance(results, (list, tuple)) else list(results)
+        ok.inc(len(results))
+        self.score.add(recipe, (r["score"] for r in results))
+        flawed = sum(1 for r in results if r.get("flawed_positive"))
+        if flawed:
+            self.flawed_positives.labels(recipe=recipe).inc(flawed)
+        failed = sum(1 for r in results if r.get("judge_ok") is False)
+        if failed:
+            self.judge_failures.labels(recipe=recipe).inc(failed)
+
+
+class ScoreHistogram:
+    """``genrm_reward_score{recipe}``: plain per-bucket counts, rendered as a histogram at scrape time.
+
+    prometheus_client's Histogram takes a lock per observation, a sizeable share of a judge-free sample's
+    cost; here a batch adds its scores in a loop of integer increments. Updated and scraped on the event
+    loop's thread only. Unlike prometheus_client's (which drops ``_sum`` when a bucket is negative), it
+    exports ``_sum``, so dashboards can show the mean score.
+    """
+
+    name, documentation = "genrm_reward_score", "Scores returned, by recipe."
+
+    def __init__(self, registry: CollectorRegistry):
+        self._counts: dict[str, list[int]] = {}  # per recipe: one count per bucket, the last one +Inf
+        self._sums: dict[str, float] = {}
+        self._bounds = [*(floatToGoString(b) for b in SCORE_BUCKETS), "+Inf"]
+        registry.register(self)
+
+    def add(self, recipe: str, scores: Iterable[float]) -> None:
+        counts = self._counts.get(recipe)
+        if counts is None:
+            counts = self._counts[recipe] = [0] * (len(SCORE_BUCKETS) + 1)
+            self._sums[recipe] = 0.0
+        total = 0.0
+        for score in scores:
+            counts[bisect.bisect_left(SCORE_BUCKETS, score)] += 1  # the first bucket whose bound is >= score
+            total += score
+        self._sums[recipe] += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=["recipe"])
+        for recipe, counts in self._counts.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip(self._bounds, counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric([recipe], buckets, sum_value=None)
+            # add_metric leaves out _count and _sum when a bucket is negative (OpenMetrics' rule); the text
+            # format Prometheus scrapes takes both, and the dashboard's rates need _count.
+            labels = {"recipe": recipe}
+            family.samples += [Sample(self.name + "_count", labels, float(cumulative)),
+                               Sample(self.name + "_sum", labels, self._sums[recipe])]
+        yield family
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=["recipe"])

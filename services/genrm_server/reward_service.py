@@ -39,13 +39,26 @@ class RewardService:
 
     async def score(self, sample: RewardRequest) -> dict[str, Any]:
         recipe = self.recipe(sample.recipe)
+        result = self._score_inline(recipe, sample)
+        if result is None:
+            try:
+                result = apply_overlong(sample, await self._score_cached(recipe, sample), recipe.overlong)
+            except RecipeInputError:
+                self.metrics.samples.labels(recipe=recipe.name, outcome="error").inc()
+                raise
+        self.metrics.on_result(recipe.name, result)
+        return result
+
+    def _score_inline(self, recipe: Recipe, sample: RewardRequest) -> dict[str, Any] | None:
+        """The result when the recipe can compute it at once (``Recipe.score_inline``), else None."""
+        if recipe.uses_judge:
+            return None
         try:
-            result = apply_overlong(sample, await self._score_cached(recipe, sample), recipe.overlong)
+            result = recipe.score_inline(sample)
+            return None if result is None else apply_overlong(sample, result, recipe.overlong)
         except RecipeInputError:
             self.metrics.samples.labels(recipe=recipe.name, outcome="error").inc()
             raise
-        self.metrics.on_result(recipe.name, result)
-        return result
 
     async def _score_cached(self, recipe: Recipe, sample: RewardRequest) -> dict[str, Any]:
         if not recipe.uses_judge:
@@ -68,17 +81,23 @@ class RewardService:
         task per sample cost more than the math rule itself. Judge calls run concurrently, bounded.
         """
         items: list[dict[str, Any] | None] = [None] * len(raw)
-        judged: list[tuple[int, RewardRequest]] = []
+        waiting: list[tuple[int, RewardRequest]] = []  # judge calls (and pool work): run concurrently below
+        done: dict[str, list[dict[str, Any]]] = {}  # recipe -> results scored inline, counted once at the end
         for index, item in enumerate(raw):
             try:
                 sample = item if isinstance(item, RewardRequest) else RewardRequest.model_validate(item)
-                if self.recipe(sample.recipe).uses_judge:
-                    judged.append((index, sample))
+                recipe = self.recipe(sample.recipe)
+                result = self._score_inline(recipe, sample)
+                if result is None:
+                    waiting.append((index, sample))
                 else:
-                    items[index] = {"index": index, "result": await self.score(sample), "error": None}
+                    done.setdefault(recipe.name, []).append(result)
+                    items[index] = {"index": index, "result": result, "error": None}
             except Exception as exc:
                 items[index] = _item_error(index, exc)
-        if judged:
+        for name, results in done.items():
+            self.metrics.on_results(name, results)
+        if waiting:
             gate = asyncio.Semaphore(self.batch_concurrency)
 
             async def one(index: int, sample: RewardRequest) -> None:
@@ -88,7 +107,7 @@ class RewardService:
                 except Exception as exc:
                     items[index] = _item_error(index, exc)
 
-            await asyncio.gather(*(one(i, s) for i, s in judged))
+            await asyncio.gather(*(one(i, s) for i, s in waiting))
         return items  # type: ignore[return-value]
 
     def close(self) -> None:
