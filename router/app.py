@@ -53,7 +53,9 @@ class RouterApp:
     async def start(self) -> None:
         s = self.settings
         self.core.start()
-        self.client = aiohttp.ClientSession(skip_auto_headers=("User-Agent",))
+        # Probes and /v1/models, /v1/recipes learning; workers with keys (genrm serve --api-keys) need ours.
+        auth = {"Authorization": f"Bearer {s.worker_api_key}"} if s.worker_api_key else None
+        self.client = aiohttp.ClientSession(skip_auto_headers=("User-Agent",), headers=auth)
         self.health = HealthChecker(self.core.pool, self.client, s.health_interval_s, s.health_timeout_s,
                                     s.health_failure_threshold, s.health_success_threshold, self._on_health)
         if s.discovery_dns:

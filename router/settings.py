@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from router.policies import POLICIES
-from services.settings_io import ComponentSettings
+from services.settings_io import LIST_NOTE, ComponentSettings, split_list
 
-_LIST = "(env: a JSON list or comma-separated)"
-
-
-def _split_list(v: object) -> object:
-    if isinstance(v, str):
-        v = json.loads(v) if v.lstrip().startswith("[") else [v]
-    if isinstance(v, list):  # each flag value may itself be comma-separated: --workers A,B
-        return [w.strip() for item in v for w in str(item).split(",") if w.strip()]
-    return v
+_LIST = LIST_NOTE
 
 
 class RouterSettings(ComponentSettings):
@@ -91,7 +82,7 @@ class RouterSettings(ComponentSettings):
     @field_validator("workers", "api_keys", "admin_api_keys", "discovery_nameservers", mode="before")
     @classmethod
     def _lists(cls, v: object) -> object:
-        return _split_list(v)
+        return split_list(v)
 
     @field_validator("workers")
     @classmethod

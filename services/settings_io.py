@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import json
 import types
 import typing
 from pathlib import Path
@@ -136,3 +137,15 @@ def _choices(annotation: Any) -> list[str]:
             if c := _choices(a):
                 return c
     return []
+
+
+LIST_NOTE = "(env: a JSON list or comma-separated)"
+
+
+def split_list(v: object) -> object:
+    """A list setting from a flag, env or YAML: a JSON list, or comma-separated values (``--workers A,B``)."""
+    if isinstance(v, str):
+        v = json.loads(v) if v.lstrip().startswith("[") else [v]
+    if isinstance(v, list):  # each flag value may itself be comma-separated: --workers A,B
+        return [w.strip() for item in v for w in str(item).split(",") if w.strip()]
+    return v

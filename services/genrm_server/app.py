@@ -19,7 +19,7 @@ from services.genrm_server import openai_api, reward_api
 from services.genrm_server.engines import Engine, create_engine
 from services.genrm_server.errors import install_error_handlers
 from services.genrm_server.metrics import ServerMetrics
-from services.genrm_server.middleware import BodySizeLimit, RequestMetrics
+from services.genrm_server.middleware import ApiKeys, BodySizeLimit, RequestMetrics
 from services.genrm_server.reward_service import RewardService
 from services.genrm_server.settings import ServerSettings
 from services.tiny_model import WARNING as TINY_WARNING
@@ -74,5 +74,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
 
     app.add_middleware(reward_api.BatchRoute, service=app.state.rewards)  # innermost: after the limit, metrics
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_keys:  # outside the body limit: an unauthenticated body is never read
+        app.add_middleware(ApiKeys, keys=settings.api_keys)
     app.add_middleware(RequestMetrics, metrics=metrics, routes=ROUTES)
     return app

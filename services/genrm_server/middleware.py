@@ -1,4 +1,4 @@
-"""ASGI middleware of the GenRM server: body-size limit and per-route request metrics."""
+"""ASGI middleware of the GenRM server: API keys, body-size limit and per-route request metrics."""
 
 from __future__ import annotations
 
@@ -16,6 +16,27 @@ async def send_error(send: Any, status: int, message: str, param: str | None = N
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class ApiKeys:
+    """With keys set, every route but the probes answers 401 unless ``Authorization: Bearer <key>`` matches
+    (constant-time compare, ``router.auth.KeyRing``). Keys are never logged."""
+
+    open_paths = frozenset({"/health", "/ready"})
+
+    def __init__(self, app: Any, keys: list[str]):
+        from router.auth import KeyRing
+
+        self.app, self.keys = app, KeyRing(keys, [])
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        if self.keys.role(authorization) is None:
+            return await send_error(send, 401, "missing or invalid API key (Authorization: Bearer <key>)",
+                                    "authorization")
+        return await self.app(scope, receive, send)
 
 
 class BodySizeLimit:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from services.settings_io import ComponentSettings
+from services.settings_io import LIST_NOTE, ComponentSettings, split_list
 
 
 class ServerSettings(ComponentSettings):
@@ -70,7 +70,19 @@ class ServerSettings(ComponentSettings):
         1800.0, gt=0, description="Judge recipes: a call past this fails (judge_ok=false), so no sample waits forever."
     )
     fapo_flaw_penalty: float = Field(1.0, ge=0, description="fapo recipe: subtracted from +1 for a flawed positive.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=f"Bearer keys every route but /health and /ready requires; empty = no auth {LIST_NOTE}. "
+        "The router sends one with --worker-api-key.",
+    )
+    ssl_certfile: str | None = Field(None, description="Serve HTTPS with this PEM certificate chain.")
+    ssl_keyfile: str | None = Field(None, description="Private key of ssl_certfile.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _key_list(cls, v: object) -> object:
+        return split_list(v)
 
     @field_validator("recipes_file")
     @classmethod
