@@ -143,7 +143,7 @@ class FanOut:
         results: list[dict[str, Any] | None] = [None] * len(self.samples)
         for indices, collector in parts:
             status, body = await collector.result
-            items = _items(status, body, len(indices))
+            items = sub_batch_items(status, body, len(indices))
             for local, item in enumerate(items):
                 item["index"] = indices[local]
                 error = item.get("error")
@@ -160,8 +160,9 @@ class FanOut:
             self.task.cancel()
 
 
-def _items(status: int, body: bytes, count: int) -> list[dict[str, Any]]:
-    """The sub-batch's items, or one item-level error per item when the whole sub-batch failed."""
+def sub_batch_items(status: int, body: bytes, count: int) -> list[dict[str, Any]]:
+    """The sub-batch's items, or one item-level error per item when the whole sub-batch failed (also used by
+    the Ray Serve ingress, services/ray_serve.py)."""
     try:
         payload = json.loads(body) if body else None
     except ValueError:

@@ -37,11 +37,12 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from router.fanout import sub_batch_items
 from router.policies.affinity import Affinity
 from router.policies.base import PolicyConfig
 from router.request_info import RequestInfo, sample_affinity_text, stable_hash
 from services.genrm_server.settings import ServerSettings
-from trainer_client.protocol import error_body, error_info
+from trainer_client.protocol import error_body
 
 log = logging.getLogger("genrm.ray_serve")
 
@@ -227,23 +228,6 @@ class GenRMServer:
 # -- the ingress -----------------------------------------------------------------------------------
 
 
-def _sub_items(status: int, body: bytes, count: int) -> list[dict[str, Any]]:
-    """A sub-batch's items, or one item-level error each when the whole sub-batch failed (as the router does)."""
-    try:
-        payload = json.loads(body) if body else None
-    except ValueError:
-        payload = None
-    if status == 200 and isinstance(payload, dict) and isinstance(payload.get("results"), list):
-        if len(payload["results"]) == count and all(isinstance(it, dict) for it in payload["results"]):
-            return payload["results"]
-        status, payload = 502, None
-    message = None
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        message = payload["error"].get("message")
-    message = message or f"sub-batch failed with status {status}"
-    return [{"result": None, "error": error_info(status, message).model_dump()} for _ in range(count)]
-
-
 def _response(status: int, headers: Headers, body: bytes, replicas: str) -> Response:
     response = Response(body, status_code=status)
     response.raw_headers = [*(h for h in headers if h[0].lower() not in (b"content-length", REPLICA_HEADER)),
@@ -328,7 +312,7 @@ class GenRMIngress:
             except Exception as exc:
                 message = f"GenRM server replica failed: {type(exc).__name__}: {exc}"
                 status, data, replica = 502, json.dumps(error_body(502, message)).encode(), None
-            return indices, _sub_items(status, data, len(indices)), replica
+            return indices, sub_batch_items(status, data, len(indices)), replica
 
         parts = await asyncio.gather(*(one(k, v) for k, v in groups.items()))
         results: list[Any] = [None] * len(samples)
