@@ -24,6 +24,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class ServerMetrics:
     def __init__(self, engine: Engine):
         self.registry = CollectorRegistry()
+        self.engine = engine
         model = engine.model_name
         r = self.registry
         self.requests = Counter(
@@ -56,7 +57,7 @@ class ServerMetrics:
         self.rewards = RewardMetrics(r, tokens=(self.prompt_tokens, self.generation_tokens))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + self.engine.extra_metrics()
 
 
 SCORE_BUCKETS = (-1.0, -0.5, 0.0, 0.5, 1.0)

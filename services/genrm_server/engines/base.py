@@ -105,6 +105,10 @@ class Engine(abc.ABC):
     def num_running(self) -> int:
         return 0
 
+    def extra_metrics(self) -> bytes:
+        """Prometheus text the engine exposes itself (vLLM's ``vllm:*`` families), appended to ``/metrics``."""
+        return b""
+
     @property
     def num_waiting(self) -> int:
         return 0

@@ -60,6 +60,15 @@ class VLLMEngine(Engine):
         self.tokenizer = AutoTokenizer.from_pretrained(s.model, local_files_only=True)
         self.max_model_len = self._llm.model_config.max_model_len
 
+    def extra_metrics(self) -> bytes:
+        """vLLM's own metrics (prefix-cache hits, KV usage, ...) from the process-wide registry its stat logger
+        fills; the two load gauges are left out because the server's registry already exports them."""
+        if self._llm is None:
+            return b""
+        from prometheus_client import REGISTRY, generate_latest
+
+        return generate_latest(_VLLMFamilies(REGISTRY))
+
     async def stop(self) -> None:
         if self._llm is not None:
             self._llm.shutdown()
@@ -124,3 +133,15 @@ class VLLMEngine(Engine):
             self._in_flight -= 1
             if self._llm is not None:
                 await self._llm.abort(request_id)  # no-op when finished; frees the slot otherwise
+
+
+class _VLLMFamilies:
+    """A registry view for ``generate_latest``: only vLLM's families, minus those the server exports itself."""
+
+    OWN = frozenset({"vllm:num_requests_running", "vllm:num_requests_waiting"})
+
+    def __init__(self, registry: Any):
+        self.registry = registry
+
+    def collect(self) -> Any:
+        return (f for f in self.registry.collect() if f.name.startswith("vllm:") and f.name not in self.OWN)
