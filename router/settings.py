@@ -36,7 +36,8 @@ class RouterSettings(ComponentSettings):
         "affinity", description="Policy of the reward routes (/v1/reward*, /get_reward, /slime/reward)."
     )
     affinity_load_factor: float = Field(
-        1.25, ge=1.0, description="Bounded load: a worker above this × the mean load spills to the next on the ring."
+        1.0, ge=1.0, description="Bounded load: a new affinity key skips a worker above this × the mean load "
+        "(later requests of a placed key follow it with a slack of 16)."
     )
     affinity_prefix_chars: int = Field(
         256, ge=1, description="Without a group id or X-Affinity-Key, the key is this many leading prompt characters."

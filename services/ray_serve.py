@@ -91,7 +91,7 @@ class GroupAffinityRouter(RequestRouter):
     replica's own reports), 0 when unknown.
     """
 
-    def initialize_state(self, load_factor: float = 1.25, vnodes: int = 160, **_: Any) -> None:
+    def initialize_state(self, load_factor: float = 1.0, vnodes: int = 160, **_: Any) -> None:
         self.policy = Affinity(PolicyConfig(affinity_load_factor=load_factor, affinity_vnodes=vnodes))
 
     def _load(self, replica: RunningReplica) -> int:
@@ -372,7 +372,7 @@ class RayServeArgs(BaseModel):
     num_cpus: float = Field(1, ge=0, description="CPUs per server replica (also its torch threads on CPU).")
     ingress_replicas: int = Field(1, ge=1, description="Ingress replicas (HTTP parsing and batch fan-out).")
     ingress_num_cpus: float = Field(0.5, ge=0, description="CPUs per ingress replica.")
-    affinity_load_factor: float = Field(1.25, ge=1, description="Bounded load: a replica above this × mean spills.")
+    affinity_load_factor: float = Field(1.0, ge=1, description="Bounded load: a replica above this × mean spills.")
     affinity_vnodes: int = Field(160, ge=1, description="Virtual nodes per replica on the hash ring.")
     affinity_prefix_chars: int = Field(256, ge=1, description="Prompt characters keying a sample with no group_id.")
     max_sub_batches: int = Field(128, ge=1, description="A batch is split into at most this many server calls.")

@@ -124,7 +124,8 @@ def test_affinity_adding_a_worker_moves_only_keys_to_it() -> None:
 
 def test_affinity_bounded_load_spills_to_next_on_ring() -> None:
     ws = make_workers(4)
-    policy = Affinity()
+    config = PolicyConfig(affinity_load_factor=1.25)
+    policy = Affinity(config)
     request = keyed("hot-group")
     preferred = policy.select(ws, request)
     # With the preferred worker gone the key lands on the next worker clockwise (consistent hashing),
@@ -133,13 +134,54 @@ def test_affinity_bounded_load_spills_to_next_on_ring() -> None:
     second = Affinity().select(rest, keyed("hot-group"))
     third = Affinity().select([w for w in rest if w is not second], keyed("hot-group"))
 
+    # Each check places the key afresh (a new policy: nothing remembered).
     preferred.in_flight = 3  # bound = ceil(1.25 × 4 / 4) = 2: taking one more would make 4 > 2
-    assert policy.select(ws, keyed("hot-group")) is second
+    assert Affinity(config).select(ws, keyed("hot-group")) is second
     preferred.in_flight = 1  # bound = ceil(1.25 × 2 / 4) = 1 and 1 + 1 > 1: still spills
-    assert policy.select(ws, keyed("hot-group")) is second
+    assert Affinity(config).select(ws, keyed("hot-group")) is second
     second.in_flight = 10
     preferred.in_flight = 10  # bound = ceil(1.25 × 21 / 4) = 7
-    assert policy.select(ws, keyed("hot-group")) is third
+    assert Affinity(config).select(ws, keyed("hot-group")) is third
+
+
+def test_affinity_keeps_a_burst_of_groups_whole_and_balanced() -> None:
+    """A trainer's burst: 32 groups of 8 sent at once. Every group stays on one worker, and the groups are
+    spread so no worker holds more than the bound allows at group granularity."""
+    ws = make_workers(4)
+    policy = Affinity()
+    placed: dict[int, set[str]] = {}
+    for g in range(32):
+        for _ in range(8):
+            w = policy.select(ws, reward(g, "q"))
+            w.in_flight += 1  # nothing finishes during the burst
+            placed.setdefault(g, set()).add(w.url)
+    assert all(len(urls) == 1 for urls in placed.values()), "a group was split"
+    loads = sorted(w.in_flight for w in ws)
+    # A new group goes to a worker at or below the mean (load factor 1.0): workers end within a group or two.
+    assert loads[-1] - loads[0] <= 2 * 8, loads
+
+
+def test_affinity_follows_a_placed_key_only_up_to_the_cap() -> None:
+    ws = make_workers(4)
+    policy = Affinity()  # affinity_group_cap 16
+    home = policy.select(ws, keyed("hot"))
+    home.in_flight = 20  # 21 <= bound (ceil(21 / 4) = 6) + 16 = 22: the key still follows
+    assert policy.select(ws, keyed("hot")) is home
+    home.in_flight = 30  # 31 > ceil(31 / 4) + 16 = 24: spill, and the key moves with it
+    moved = policy.select(ws, keyed("hot"))
+    assert moved is not home
+    home.in_flight = 0
+    assert policy.select(ws, keyed("hot")) is moved  # remembered where it went
+
+
+def test_affinity_replaces_a_key_whose_worker_left() -> None:
+    ws = make_workers(4)
+    policy = Affinity()
+    home = policy.select(ws, keyed("k"))
+    rest = [w for w in ws if w is not home]
+    elsewhere = policy.select(rest, keyed("k"))
+    assert elsewhere is not home
+    assert policy.select(ws, keyed("k")) is elsewhere  # back in the set, but the key's cache is elsewhere now
 
 
 def test_affinity_never_above_bound_when_a_worker_below_exists() -> None:

@@ -19,8 +19,11 @@ from router.workers import Worker
 class PolicyConfig:
     """Tuning knobs of the policies that have any (from the router settings)."""
 
-    affinity_load_factor: float = 1.25  # bounded load: a worker above (1 + ε) × mean spills to the next
+    # Bounded load for placing a new key: a worker above this × mean spills to the next. 1.0 (the mean) since
+    # a placed key's later requests have their own slack (affinity_group_cap): groups stay whole and balanced.
+    affinity_load_factor: float = 1.0
     affinity_vnodes: int = 160  # virtual nodes per worker on the hash ring
+    affinity_group_cap: int = 16  # a placed key's later requests follow it up to bound + this in flight
     cache_block_chars: int = 64  # prefix-tree granularity
     cache_max_blocks: int = 65536  # per worker, LRU-evicted past this
     cache_match_threshold: float = 0.1  # below this fraction of the prompt matched, balance load instead

@@ -47,9 +47,11 @@ def test_rank_replicas_pins_a_key_and_bounds_the_load():
     assert len(set(owners.values())) == 4  # keys spread over the replicas
     assert all(first(k, order=replicas[::-1]) == v for k, v in owners.items())  # candidate order is irrelevant
     key, owner = next(iter(owners.items()))
-    busy = {**idle, owner: 10}  # far above 1.25 × mean: the key spills to another replica
-    assert first(key, load=busy) != owner
-    assert first(key, load=dict.fromkeys(idle, 2)) == owner  # evenly loaded: within the bound, stays
+    assert first(key, load={**idle, owner: 10}) == owner  # a placed key follows its replica up to bound + 16
+    busy = {**idle, owner: 30}  # above ceil(31 / 4) + 16 = 24: the key spills to another replica
+    moved = first(key, load=busy)
+    assert moved != owner
+    assert first(key, load=dict.fromkeys(idle, 2)) == moved  # evenly loaded again: it stays where it went
     assert rank_replicas(policy, replicas, None, lambda r: 0) == [replicas]  # no key: Serve's least loaded
     assert rank_replicas(policy, [], "g:1", lambda r: 0) == []
 
