@@ -8,6 +8,10 @@ Rules (the issue's, in one place):
   event when it can be framed cleanly, else the client connection is closed (truncation is visible);
 - a reused keep-alive connection that the worker closed before answering is retried once on a fresh
   connection to the same worker without counting against it (the classic keep-alive race);
+- a 2xx answer on a reward route is held back until it is complete and parses as JSON (``held``): a worker
+  that breaks off mid-body or sends garbage is then a failed attempt, retried elsewhere and counted by its
+  breaker, instead of a broken answer the client cannot use (and, with affinity, would retry on the same
+  worker every time);
 - every path releases the worker's in-flight slot exactly once and wakes a queued request.
 """
 
@@ -20,6 +24,7 @@ import random
 from typing import TYPE_CHECKING
 
 from router.proxy.upstream import UpstreamConnection
+from router.request_info import REWARD_PATHS
 from router.workers import Worker, WorkerPool
 from trainer_client.protocol import error_body
 
@@ -50,6 +55,7 @@ class Exchange:
         "finished",
         "forwarding",
         "head",
+        "held",
         "info",
         "last_activity",
         "last_error",
@@ -68,6 +74,7 @@ class Exchange:
         "status",
         "timer",
         "tried",
+        "validate",
         "worker",
     )
 
@@ -93,6 +100,9 @@ class Exchange:
         self.last_url = "-"
         self.preferred: Worker | None = None  # the fan-out's placement for the first attempt
         self.head = self._build_head()
+        # Reward answers are small JSON documents of an idempotent call: worth checking before they go out.
+        self.validate = route in REWARD_PATHS
+        self.held: list[bytes] | None = None  # a 2xx reward answer being held back until it is complete
 
     def _build_head(self) -> bytes:
         r, s = self.request, self.core.settings
@@ -193,6 +203,9 @@ class Exchange:
         self.forwarding = True
         self.status = status
         self.resp_headers = headers
+        if self.validate and 200 <= status < 300:
+            self.held = [raw]  # on_data keeps the rest; on_complete checks it before anything is sent
+            return
         self.client.paused_by = conn
         if self.client.write_paused:
             conn.pause_reading()
@@ -200,10 +213,20 @@ class Exchange:
 
     def on_data(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
-        self.client.write(data)
+        if self.held is not None:
+            self.held.append(data)
+        else:
+            self.client.write(data)
 
     def on_complete(self, conn: UpstreamConnection) -> None:
         self.conn = None
+        if self.held is not None:
+            raw, self.held = b"".join(self.held), None
+            if not _json_answer(raw, self.resp_headers):
+                self.forwarding = False  # nothing reached the client: another worker may answer
+                return self._attempt_failed(f"worker {self.worker.url} answered {self.status} with a body that "
+                                            "is not JSON", count=True, reason="malformed")
+            self.client.write(raw)
         self._release(ok=self.status < 500)
         self._done(close=not conn.keep_alive)
 
@@ -212,6 +235,8 @@ class Exchange:
         if self.finished:
             return
         worker = self.worker
+        if self.held is not None:  # broke off in a held-back answer: nothing reached the client yet
+            self.forwarding, self.held = False, None
         if not self.forwarding:
             if conn.reused and not conn.got_bytes and not self.stale_retry:
                 # The worker closed an idle keep-alive connection as we reused it: not its fault.
@@ -259,6 +284,8 @@ class Exchange:
             return
         self.core.watched.discard(self)
         worker = self.worker
+        if self.held is not None:  # a held-back answer never reached the client: time out as if unanswered
+            self.forwarding, self.held = False, None
         what = (f"deadline of {self.deadline - self.started:g}s passed" if deadline_hit
                 else f"worker {worker.url if worker else '?'} sent nothing for "
                      f"{self.core.settings.request_timeout_s:g}s (request_timeout_s)")
@@ -290,8 +317,9 @@ class Exchange:
 
     def abort_attempt(self, why: str) -> None:
         """The health checker declared the worker hung: give this unanswered attempt to another worker."""
-        if self.finished or self.forwarding or self.worker is None:
+        if self.finished or (self.forwarding and self.held is None) or self.worker is None:
             return
+        self.forwarding, self.held = False, None
         self._drop_attempt()
         self._attempt_failed(why, count=False, reason="ejected")
 
@@ -412,3 +440,18 @@ class Exchange:
     def log_line(self, status: int) -> str:
         return (f"method={self.request.method} path={self.request.path} status={status} worker={self.last_url} "
                 f"attempts={self.attempts} ms={(self.loop.time() - self.started) * 1000:.1f}")
+
+
+def _json_answer(raw: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Is the body of this complete response (head included) a JSON document?
+
+    A chunked body is not de-chunked here (the workers answer reward calls with a content-length): it passes.
+    """
+    if any(k.lower() == b"transfer-encoding" for k, _ in headers):
+        return True
+    _, sep, body = raw.partition(b"\r\n\r\n")
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; nested too deeply
+        return False
+    return bool(sep)
