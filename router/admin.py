@@ -101,8 +101,13 @@ class AdminApi:
             log.info("admin removed worker %s", url)
             return client.send_json(200, {"removed": url})
         if request.method == "POST" and route[1] in ("/admin/workers", "/admin/workers/drain"):
+            try:  # a bad body is named as such (it was a 422 on `url`; nested too deeply, a 500)
+                body = json.loads(request.body or b"null")
+            except (ValueError, RecursionError) as exc:
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                return client.send_json(400, error_body(400, f"malformed JSON body: {why}", param="body"))
             try:
-                ref = WorkerRef.model_validate(json.loads(request.body or b"null"))
+                ref = WorkerRef.model_validate(body)
                 url = validate_worker_url(ref.url, self.app.bound)
             except ValidationError as exc:
                 err = exc.errors()[0]

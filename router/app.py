@@ -21,6 +21,7 @@ from router.core import RouterCore
 from router.discovery import DnsDiscovery, parse_dns_target
 from router.fanout import FanOut
 from router.health import HealthChecker
+from router.openapi import OpenApiDocument
 from router.proxy.downstream import ClientConnection, Request
 from router.proxy.exchange import Exchange
 from router.request_info import RequestInfo
@@ -41,6 +42,7 @@ class RouterApp:
         self.keys = KeyRing(settings.api_keys, settings.admin_api_keys)
         self.limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
         self.admin = AdminApi(self)
+        self.openapi = OpenApiDocument(self)  # GET /openapi.json (router/openapi.py)
         self.connections: set[ClientConnection] = set()
         self.client: aiohttp.ClientSession | None = None
         self.health: HealthChecker | None = None
@@ -133,6 +135,8 @@ class RouterApp:
                 return client.send_json(429, error_body(429, f"rate limit of {self.settings.rate_limit_rps:g} "
                                                              "requests/s exceeded (rate_limit_rps)"),
                                         [(b"retry-after", str(max(1, math.ceil(wait))).encode())])
+        if request.method == "GET" and path == "/openapi.json":
+            return self.openapi.handle(client)
         if request.method == "GET" and path in ("/metrics", "/workers"):
             return self._ops(client, path)
         if request.method == "GET" and path == "/v1/models" and not self.core.homogeneous():

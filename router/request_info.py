@@ -54,7 +54,7 @@ class RequestInfo:
             return None
         try:
             return json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply; was a 500 from the router
             return None
 
     @cached_property

@@ -7,6 +7,7 @@ OpenAI-compatible shapes follow vLLM's responses field for field, so any OpenAI 
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from typing import Annotated, Any, Literal
@@ -82,7 +83,9 @@ class SamplingFields(_Request):
     )
     n: Annotated[int, Field(ge=1, le=128)] = 1
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # A 64-bit seed, as vLLM's own bound (torch.iinfo(torch.long)): a larger one overflowed in torch's
+    # manual_seed, a 500 instead of a 400 naming the field.
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     # vLLM extensions, used by benchmarks to force a fixed output length.
@@ -262,7 +265,8 @@ class OverlongShaping(BaseModel):
 
     max_resp_len: Annotated[int, Field(gt=0)]
     buffer_len: Annotated[int, Field(gt=0)]
-    penalty_factor: Annotated[float, Field(ge=0)] = 1.0
+    # Finite: an Infinity factor made the score -inf, which JSON carries as null (a 200 with no score).
+    penalty_factor: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
 
 
 class RewardRequest(BaseModel):
@@ -288,7 +292,12 @@ class RewardRequest(BaseModel):
     @field_validator("ground_truth")
     @classmethod
     def _as_text(cls, v: str | int | float | None) -> str | None:
-        return None if v is None else str(v)
+        # NaN / ±Infinity (Python's json accepts them; pandas writes NaN for a missing label) are a missing
+        # label, as orjson (the fast client) already sends them (null), never the answer text "nan" or "inf":
+        # a recipe that needs one then says `ground_truth is required`.
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return None
+        return str(v)
 
 
 class RewardBatchRequest(BaseModel):

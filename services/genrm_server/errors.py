@@ -30,6 +30,13 @@ def describe_error(exc: Exception) -> tuple[int, str, str | None]:
     if isinstance(exc, EngineError):
         return exc.status, exc.message, exc.param
     if isinstance(exc, StarletteHTTPException):
+        cause = exc.__cause__
+        if exc.status_code == 400 and cause is not None and not isinstance(cause, StarletteHTTPException):
+            # FastAPI's json.loads failed on something other than syntax ("There was an error parsing the
+            # body", no field): JSON nested too deeply (RecursionError), bytes that are not UTF-8, an integer
+            # of over 4300 digits. Say which, and that it is the body.
+            why = "nested too deeply" if isinstance(cause, RecursionError) else str(cause) or type(cause).__name__
+            return 400, f"malformed JSON body: {why}", "body"
         return exc.status_code, str(exc.detail), None
     log.error("unhandled error", exc_info=exc)
     return 500, f"internal error: {type(exc).__name__}: {exc}", None

@@ -4,6 +4,7 @@ on the trainer side, so it stays off unless asked for: it must never be applied 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from services.genrm_server.recipes.base import RecipeInputError
@@ -29,5 +30,13 @@ def apply_overlong(
             "overlong shaping needs extra_info.response_length (the response's token count, an integer >= 0)",
             "extra_info.response_length",
         )
-    penalty = overlong_penalty(length, shaping)
+    # Huge lengths or factors must not make the score ±inf (JSON null: a 200 without a score) or raise
+    # OverflowError (int / int past float range: a 500); say which input did it instead.
+    try:
+        penalty = overlong_penalty(length, shaping)
+    except OverflowError:
+        penalty = -math.inf
+    if not math.isfinite(result["score"] + penalty):
+        raise RecipeInputError("the overlong penalty overflows: extra_info.response_length or "
+                               "overlong.penalty_factor is too large", "extra_info.response_length")
     return {**result, "score": result["score"] + penalty, "overlong_penalty": penalty}
