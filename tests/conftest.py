@@ -102,6 +102,23 @@ def server(tiny_model: Path, logs: Path) -> Iterator[Child]:
 
 
 @pytest.fixture(scope="session")
+def judge(logs: Path) -> Iterator[Child]:
+    """The scripted OpenAI-compatible judge (tests/scripted_judge.py): replies chosen by the prompt."""
+    child = start_script("scripted_judge.py", log_dir=logs, name="scripted-judge")
+    yield child
+    child.stop()
+
+
+@pytest.fixture(scope="session")
+def fapo_server(judge: Child, logs: Path) -> Iterator[Child]:
+    """A FAPO server whose judge is the scripted one (openai engine), 1 s judge timeout."""
+    child = start_server(judge.url, logs, "--engine", "openai", "--upstream-url", judge.url + "/v1",
+                         "--upstream-timeout-s", "1", "--recipe", "fapo", name="fapo")
+    yield child
+    child.stop()
+
+
+@pytest.fixture(scope="session")
 def stack(tiny_model: Path, logs: Path) -> Iterator[LocalStack]:
     """Router in front of two GenRM servers, as `genrm up` starts them."""
     with LocalStack(2, tiny_model, log_dir=logs / "stack") as s:

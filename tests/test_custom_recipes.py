@@ -26,10 +26,7 @@ from services.genrm_server.recipes.custom import (
     template_fields,
 )
 from services.local_stack import Child, StackError, free_port, spawn, wait_ready
-from tests import test_rewards
 from tests.conftest import start_server
-
-judge = test_rewards.judge  # the scripted judge process (module scope), shared with the reward tests
 
 QUESTION = "What is 2 + 2?"
 GATED_KEYS = {"score", "acc", "pred", "parsed", "judge_ok", "judge_asked"}

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from services.local_stack import Child
-from tests.conftest import start_script, start_server
+from tests.conftest import start_server
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fapo-judge.md"
 FAPO_KEYS = {"score", "acc", "pred", "flawed_positive", "judge_verdict", "judge_ok", "judge_asked"}
@@ -21,21 +21,6 @@ QUESTION = "What is 2 + 2?"
 
 def _correct(reply: str = "") -> str:
     return f"Step 0: 2 + 2 = 4. {reply} The answer is \\boxed{{4}}."
-
-
-@pytest.fixture(scope="module")
-def judge(logs):
-    child = start_script("scripted_judge.py", log_dir=logs, name="scripted-judge")
-    yield child
-    child.stop()
-
-
-@pytest.fixture(scope="module")
-def fapo_server(judge, logs):
-    child = start_server(judge.url, logs, "--engine", "openai", "--upstream-url", judge.url + "/v1",
-                         "--upstream-timeout-s", "1", "--recipe", "fapo", name="fapo")
-    yield child
-    child.stop()
 
 
 def _reward(url: str, **sample) -> httpx.Response:
@@ -277,7 +262,7 @@ def test_identical_judge_requests_coalesce_then_hit_the_cache(fapo_server, judge
     sample = {"question": QUESTION, "solution": _correct("<<sleep:0.5>><<reply:\\boxed{1}>> coalesce"),
               "ground_truth": "4"}
     before = len(_prompts(judge))
-    hits = _metric(fapo_server.url, "genrm_reward_cache_hits_total", "fapo")  # no kind label: absent -> 0
+    hits_before = _cache_hits(fapo_server.url)  # the server is shared by the session: count from here
 
     async def burst():
         async with httpx.AsyncClient(timeout=30) as client:
@@ -293,10 +278,14 @@ def test_identical_judge_requests_coalesce_then_hit_the_cache(fapo_server, judge
     assert again == results[0] and len(_prompts(judge)) == before + 1
     other_split = _reward(fapo_server.url, **sample, extra_info={"split": "test"}).json()
     assert other_split["judge_asked"] is False  # split is part of the key: no stale verdict
-    text = httpx.get(fapo_server.url + "/metrics", timeout=5).text
-    assert re.search(r'genrm_reward_cache_hits_total\{kind="coalesced",recipe="fapo"\} 3\.0', text)
-    assert re.search(r'genrm_reward_cache_hits_total\{kind="hit",recipe="fapo"\} 1\.0', text)
-    assert hits == 0.0
+    hits = _cache_hits(fapo_server.url)
+    assert (hits["coalesced"] - hits_before["coalesced"], hits["hit"] - hits_before["hit"]) == (3.0, 1.0)
+
+
+def _cache_hits(url: str) -> dict[str, float]:
+    text = httpx.get(url + "/metrics", timeout=5).text
+    found = dict(re.findall(r'^genrm_reward_cache_hits_total\{kind="(\w+)",recipe="fapo"\} (\S+)', text, re.M))
+    return {kind: float(found.get(kind, 0.0)) for kind in ("coalesced", "hit")}
 
 
 def test_judge_budget_over_the_upstream_context_is_retried_without_max_tokens(fapo_server):
