@@ -11,8 +11,10 @@ Sections (``--sections``), each a table of output tokens/s per number of concurr
 
 - ``engine``: the engine alone (no HTTP), closed loop of C concurrent judge calls, with the ablation
   of its speed-ups side by side: ``plain`` (transformers' concatenating KV cache, full-vocabulary
-  top-k), ``+topk`` (top-k sampling over the k candidates), ``+grow`` (KV written in place too: the
-  default engine).
+  top-k, cuDNN attention), ``-cudnn``, ``+topk`` (top-k sampling over the k candidates), ``+packed-gqa``
+  (grouped-query decode without a K/V copy per head), ``+cuda-graphs`` (static slot KV cache, decode steps
+  replayed as CUDA graphs with cuDNN attention, fused RMSNorm: the default engine on CUDA;
+  ``bench/gpu_step_profile.py`` splits that step's gains).
 - ``http``: the same judge calls as rewards, client → router → server (``genrm route`` + ``genrm
   serve --recipe fapo``, group ids set, 8 per group) against the in-process default engine in the
   same round: rewards/s, tokens/s (server's ``genrm_server_generation_tokens``) and their ratio.
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.genrm_server.engines import decode_attention
+from services.genrm_server.engines import decode_attention, fused_norm
 from services.genrm_server.engines.base import GenerationInput, SamplingParams
 from services.genrm_server.engines.transformers_engine import TransformersEngine
 from services.genrm_server.recipes.templates import FAPO_PROMPT, fill
@@ -54,13 +56,14 @@ QWEN3_4B = dict(
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]"]
 SMALL = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=32)  # --small: a CPU smoke run of this script's own logic
-# (topk_sampling, cudnn_attention, attention), one speed-up more per column; http and sequential run the defaults
-# cuDNN attention keeps a plan per shape, so only the first column may use it: a later cuDNN column would run
-# on plans the first paid for (the widths of two runs overlap), which no server with changing batches gets.
-VARIANTS = {"plain": (False, True, "sdpa"), "-cudnn": (False, False, "sdpa"), "+topk": (True, False, "sdpa"),
-            "+packed-gqa": (True, False, decode_attention.NAME)}
-DEFAULT = next(n for n, v in VARIANTS.items()
-               if v == (TransformersEngine.topk_sampling, TransformersEngine.cudnn_attention, decode_attention.NAME))
+# (topk_sampling, cudnn_attention, attention, static slots + CUDA graphs), one speed-up more per column; http and
+# sequential run the defaults. cuDNN attention keeps a plan per shape, so only the first column may use it: a
+# later cuDNN column would run on plans the first paid for (the widths of two runs overlap), which no server with
+# changing batches gets.
+VARIANTS = {"plain": (False, True, "sdpa", False), "-cudnn": (False, False, "sdpa", False),
+            "+topk": (True, False, "sdpa", False), "+packed-gqa": (True, False, decode_attention.NAME, False),
+            "+cuda-graphs": (True, False, decode_attention.NAME, True)}
+DEFAULT = "+cuda-graphs"  # what the engine does on CUDA by default
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -188,7 +191,9 @@ def engine_call(engine: TransformersEngine, new_tokens: int, finish: collections
 async def run_engine(engine: TransformersEngine, variant: str, prompts: list[str], c: int, args) -> Run:
     import torch
 
-    engine.topk_sampling, cudnn, engine.model.config._attn_implementation = VARIANTS[variant]
+    engine.topk_sampling, cudnn, engine.model.config._attn_implementation, engine.use_slots = VARIANTS[variant]
+    # The static-cache variant's graphs were captured with fused norms at load; the others run transformers' own.
+    fused_norm.fuse(engine.model) if engine.use_slots else fused_norm.unfuse(engine.model)
     torch.backends.cuda.enable_cudnn_sdp(cudnn)
     finish: collections.Counter = collections.Counter()
     steps: list[int] = []
@@ -250,7 +255,7 @@ async def section_http(engine, samples, args) -> list[dict[str, Any]]:
     server = spawn("server", server_url, [
         "serve", "--model", args.model_dir, "--device", args.device, "--port", server_url.rsplit(":", 1)[1],
         "--max-batch-size", str(args.max_batch_size), "--recipe", "fapo", "--judge-max-tokens", str(args.new_tokens),
-        "--reward-cache-size", "0", "--log-level", "warning",
+        "--reward-cache-size", "0", "--log-level", "warning", "--kv-cache-len", str(args.kv_cache_len),
     ], log_dir=logs)
     router = None
     try:
@@ -270,6 +275,9 @@ async def section_http(engine, samples, args) -> list[dict[str, Any]]:
                 judged += bool(result.get("judge_asked"))
                 return 1
 
+            # Untimed, as the in-process engine's warm-up: the server's first requests pay one-time costs
+            # (connections, first prefill shapes) that the engine alone paid before its first figure.
+            await closed_loop(reward, samples[:8], 8)
             for c in args.concurrency:
                 engine_runs, http_runs = [], []
                 for _ in range(args.repeats):
@@ -345,7 +353,7 @@ async def main_async(args) -> dict[str, Any]:
 
     ensure_model(Path(args.model_dir), args.device, args.small)
     engine = TransformersEngine(ServerSettings(model=args.model_dir, device=args.device,
-                                                max_batch_size=args.max_batch_size))
+                                                max_batch_size=args.max_batch_size, kv_cache_len=args.kv_cache_len))
     await engine.start()
     probe = 100  # one word is one token: size the solutions so the whole judge prompt has --prompt-tokens
     words = max(8, probe + args.prompt_tokens - prompt_length(engine, make_samples(1, probe)[0]))
@@ -380,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-jitter", type=int, default=64, help="prompt lengths vary by up to this either way")
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--max-batch-size", type=int, default=128)
+    p.add_argument("--kv-cache-len", type=int, default=1024,
+                   help="static KV cache tokens per slot, in-process engine and server alike (each holds "
+                        "--max-batch-size slots: 19 GiB at 128 x 1,024 on this model) [default: 1024]")
     p.add_argument("--waves", type=int, default=1, help="requests per concurrent caller in each run")
     p.add_argument("--repeats", type=int, default=1, help="runs per figure (median)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])

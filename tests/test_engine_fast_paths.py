@@ -113,3 +113,19 @@ def test_topk_sampling_honours_each_rows_k_and_greedy_rows(engine):
         assert out[0] == logits[0].argmax()  # k = 1 is greedy
         assert int(out[1]) in set(logits[1].topk(50).indices.tolist())
         assert out[2] == logits[2].argmax()  # temperature 0 stays greedy
+
+
+def test_fused_rms_norm_matches_transformers(engine):
+    from services.genrm_server.engines import fused_norm
+
+    norm = engine.model.model.norm
+    x = torch.randn(3, 5, engine.model.config.hidden_size) * 4
+    with torch.inference_mode():
+        reference = norm(x)
+        try:
+            assert fused_norm.fuse(engine.model) == 2 * engine.model.config.num_hidden_layers + 1
+            fused = norm(x)
+        finally:
+            fused_norm.unfuse(engine.model)
+        assert torch.equal(norm(x), reference)  # unfuse restored transformers' own forward
+    assert torch.allclose(fused, reference, atol=1e-5) and not torch.allclose(reference, x, atol=1e-2)

@@ -41,6 +41,20 @@ class ServerSettings(ComponentSettings):
     max_model_len: int | None = Field(
         None, ge=16, description="Context length (prompt + output); default: the model's own."
     )
+    kv_cache: Literal["auto", "static", "dynamic"] = Field(
+        "auto", description="transformers engine: `static` gives each running sequence a preallocated KV slot "
+        "(--max-batch-size of them, --kv-cache-len tokens each) and, on CUDA, replays decode steps as CUDA graphs; "
+        "`dynamic` grows transformers' DynamicCache. auto: static on CUDA when the model allows it, else dynamic.",
+    )
+    kv_cache_len: int = Field(
+        0, ge=0, description="Static KV cache: tokens (prompt + output) per slot, which caps the context length; "
+        "0 = the context length, lowered to what --kv-cache-memory of the free GPU memory holds.",
+    )
+    kv_cache_memory: float = Field(
+        0.6, gt=0, le=0.95, description="Static KV cache on CUDA: at most this fraction of the GPU memory free "
+        "after the weights are loaded (the rest is for prefill activations and other processes).",
+    )
+    cuda_graphs: bool = Field(True, description="Static KV cache on CUDA: replay decode steps as CUDA graphs.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Request bodies larger than this get 413.")
     upstream_url: str | None = Field(
         None, description="openai engine: base URL of an OpenAI-compatible server, e.g. http://host:8000/v1."

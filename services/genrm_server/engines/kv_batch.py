@@ -9,6 +9,7 @@ tensors are transformers' ``DynamicCache`` layers (``layer.keys`` / ``layer.valu
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,3 +62,70 @@ def _pad_left(t: torch.Tensor, width: int) -> torch.Tensor:
     shape = list(t.shape)
     shape[seq_dim] = missing
     return torch.cat([t.new_zeros(shape), t], dim=seq_dim)
+
+
+def cache_arg(forward: Any) -> str:
+    """The name a model's forward takes the KV cache by: `cache` (transformers >= 5.2x) or `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+class DynamicRows:
+    """Running rows in a left-padded ``KVBatch`` (transformers' DynamicCache): the engine's path on CPU.
+
+    Same interface as ``slot_decoder.SlotDecoder``: ``join`` prefills new rows, ``step`` decodes one token
+    for every row from the tokens last ``feed``-ed, ``select`` keeps some rows.
+    """
+
+    def __init__(self, model: Any, device: torch.device):
+        self.model, self.device = model, device
+        self.cache_arg = cache_arg(model.forward)
+        self.batch: KVBatch | None = None
+        self.next_ids: torch.Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return 0 if self.batch is None else self.batch.mask.shape[0]
+
+    def join(self, prompts: list[list[int]], pad_id: int) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: every row's last token is at column -1
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        # logits_to_keep=1: only the last column's logits (a 128 x 512 prefill would otherwise write 20 GB of them)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1,
+                         **{self.cache_arg: cache})
+        joined = KVBatch(cache, mask, positions[:, -1] + 1)
+        if self.batch is None:
+            self.batch = joined
+        else:
+            self.batch.join(joined)
+        return out.logits[:, -1, :]
+
+    def step(self, max_pos: int) -> torch.Tensor:
+        batch = self.batch
+        assert batch is not None and self.next_ids is not None
+        batch.extend_mask()
+        logits = self.model(
+            input_ids=self.next_ids.unsqueeze(1), attention_mask=batch.mask, position_ids=batch.next_pos.unsqueeze(1),
+            **{self.cache_arg: batch.cache},
+        ).logits[:, -1, :]
+        batch.next_pos += 1
+        return logits
+
+    def feed(self, tokens: torch.Tensor) -> None:
+        self.next_ids = tokens
+
+    def select(self, keep: list[int], columns: int) -> None:
+        assert self.batch is not None and self.next_ids is not None
+        self.batch.select(keep)
+        self.next_ids = self.next_ids[torch.tensor(keep, device=self.next_ids.device)]
+
+    def clear(self) -> None:
+        self.batch, self.next_ids = None, None

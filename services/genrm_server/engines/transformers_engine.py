@@ -27,7 +27,7 @@ from services.genrm_server.engines.base import (
     SamplingParams,
 )
 from services.genrm_server.engines.detokenizer import IncrementalDetokenizer
-from services.genrm_server.engines.kv_batch import KVBatch
+from services.genrm_server.engines.kv_batch import DynamicRows
 from services.genrm_server.settings import ServerSettings
 
 log = logging.getLogger("genrm.engine.transformers")
@@ -58,6 +58,7 @@ class TransformersEngine(Engine):
     # layer and step while a batch decodes, since the width grows each step. SDPA's other kernels need none.
     cudnn_attention = False
     switch_interval_s = 0.0005  # sys.setswitchinterval on CUDA (see _load)
+    fused_rms_norm = True  # with the static KV cache on CUDA: one kernel per RMSNorm (fused_norm.py)
 
     def __init__(self, settings: ServerSettings):
         super().__init__()
@@ -74,6 +75,8 @@ class TransformersEngine(Engine):
         # One thread owns the model: torch releases the GIL inside kernels, the loop stays free.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="genrm-compute")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: Any = None  # a SlotDecoder (static KV cache), when in use
+        self.use_slots = False  # switched off by bench/gpu_bench.py's ablation only
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -154,6 +157,8 @@ class TransformersEngine(Engine):
         self.device = torch.device(device)
         cfg = self.model.config
         self.max_model_len = s.max_model_len or getattr(cfg, "max_position_embeddings", None) or 2048
+        if not is_classifier:
+            self._init_slots()
         try:
             gen_cfg = GenerationConfig.from_pretrained(s.model, local_files_only=True)
         except OSError:
@@ -185,6 +190,55 @@ class TransformersEngine(Engine):
             self.model_name, " (reward model)" if is_classifier else "", s.model, device, dtype,
             time.perf_counter() - t0, self.max_model_len,
         )
+
+    def _init_slots(self) -> None:
+        """The static slot KV cache (slot_decoder.py) when --kv-cache asks for it or `auto` picks it (CUDA)."""
+        import torch
+
+        from services.genrm_server.engines import fused_norm
+        from services.genrm_server.engines.slot_decoder import LEN_BUCKET, SlotDecoder, unsupported_reason
+
+        s = self.settings
+        if s.kv_cache == "dynamic" or (s.kv_cache == "auto" and self.device.type != "cuda"):
+            return
+        reason = unsupported_reason(self.model)
+        if reason is not None:
+            if s.kv_cache == "static":
+                raise ValueError(f"--kv-cache static does not support {s.model}: {reason}")
+            log.info("static KV cache off for %s: %s", self.model_name, reason)
+            return
+        length = min(s.kv_cache_len or self.max_model_len, self.max_model_len)
+        if self.device.type == "cuda":
+            per_slot = s.max_batch_size * SlotDecoder.bytes_per_token(self.model)
+            fits = int(torch.cuda.mem_get_info(self.device)[0] * s.kv_cache_memory) // per_slot
+            if fits < length:
+                length = fits // LEN_BUCKET * LEN_BUCKET
+                if length < LEN_BUCKET:
+                    raise ValueError(
+                        f"the static KV cache for {s.max_batch_size} sequences does not fit in "
+                        f"{s.kv_cache_memory:.0%} of the free GPU memory; lower --max-batch-size, raise "
+                        "--kv-cache-memory, or use --kv-cache dynamic")
+        graphs = self.device.type == "cuda" and s.cuda_graphs
+        if self.device.type == "cuda" and self.fused_rms_norm:
+            fused_norm.fuse(self.model)
+        self._slots = SlotDecoder(self.model, s.max_batch_size, length, graphs=graphs)
+        self.use_slots = True
+        if graphs:
+            t0 = time.perf_counter()
+            try:
+                self._slots.capture_all()
+            except Exception:  # a model whose forward cannot be captured still runs, eagerly
+                log.exception("CUDA graph capture failed; static KV cache without graphs")
+                self._slots.graphs = None
+            else:
+                log.info("captured %d decode CUDA graphs in %.1f s", len(self._slots.graphs), time.perf_counter() - t0)
+        if length < self.max_model_len:
+            log.info("context length %d -> %d tokens: what the static KV cache holds per sequence",
+                     self.max_model_len, length)
+            self.max_model_len = length
+        log.info("static KV cache: %d slots x %d tokens (%.1f GiB)%s", s.max_batch_size, length,
+                 s.max_batch_size * length * SlotDecoder.bytes_per_token(self.model) / 2**30,
+                 ", CUDA graphs" if graphs else "")
 
     async def classify(self, texts: list[str]) -> list[float]:
         """Scalar rewards of a sequence-classification model; concurrent calls share forwards."""
@@ -314,24 +368,6 @@ class TransformersEngine(Engine):
 
         self._loop.call_soon_threadsafe(deliver)
 
-    def _prefill(self, seqs: list[_Sequence]) -> tuple[KVBatch, Any]:
-        import torch
-        from transformers import DynamicCache
-
-        width = max(len(s.prompt_ids) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):  # left padding: every row's last token is at column -1
-            ids[i, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
-            mask[i, width - len(s.prompt_ids) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        # logits_to_keep=1: only the last column's logits (a 128 x 512 prefill would otherwise write 20 GB of them)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         logits_to_keep=1)
-        return KVBatch(cache, mask, positions[:, -1] + 1), out.logits[:, -1, :]
-
     def _run(self, first: list[_Sequence]) -> None:
         """Decode until no sequence is left; on a model error, end every sequence this run took in."""
         admitted = list(first)
@@ -342,39 +378,41 @@ class TransformersEngine(Engine):
             self._emit([(s, Delta("", finish_reason="abort", stop_reason=reason)) for s in admitted if not s.done])
             raise
 
+    def _rows(self) -> Any:
+        """The running rows' KV store for one decode run: the static slots, or a fresh dynamic batch."""
+        if self.use_slots and self._slots is not None:
+            self._slots.clear()
+            return self._slots
+        return DynamicRows(self.model, self.device)
+
+    def _join(self, rows: Any, seqs: list[_Sequence]) -> Any:
+        """Prefill ``seqs`` into the running rows; returns their first logits."""
+        return rows.join([s.prompt_ids for s in seqs], self.pad_id)
+
     def _decode(self, first: list[_Sequence], admitted: list[_Sequence]) -> None:
         """Decode until no sequence is left, admitting waiting ones between steps (recorded in ``admitted``)."""
         import torch
 
-        max_bs = self.settings.max_batch_size
+        rows = self._rows()
+        room = self.settings.max_batch_size if rows is not self._slots else min(self.settings.max_batch_size,
+                                                                                  self._slots.slots)
         active: list[_Sequence] = []
-        batch: KVBatch | None = None
-        tokens: list[int] = []
         pending = first
         with torch.inference_mode():
             while active or pending:
                 logits = None
-                if active:
-                    assert batch is not None
-                    batch.extend_mask()
-                    step = torch.tensor(tokens, device=self.device).unsqueeze(1)
-                    logits = self.model(
-                        input_ids=step, attention_mask=batch.mask, position_ids=batch.next_pos.unsqueeze(1),
-                        past_key_values=batch.cache,
-                    ).logits[:, -1, :]
-                    batch.next_pos += 1
+                if active:  # the position of each row's input token is len(prompt) + generated - 1
+                    logits = rows.step(max(len(s.prompt_ids) + s.generated for s in active) - 1)
                 if pending:
-                    joined, new_logits = self._prefill(pending)
-                    if batch is None or logits is None:
-                        batch, logits = joined, new_logits
-                    else:
-                        batch.join(joined)
-                        logits = torch.cat([logits, new_logits])
+                    new_logits = self._join(rows, pending)
+                    logits = new_logits if logits is None else torch.cat([logits, new_logits])
                     active = active + pending
                 self._running = len(active)
                 if self.on_batch:
                     self.on_batch(len(active))
-                tokens = self._sample(logits, active).tolist()
+                sampled = self._sample(logits, active)
+                rows.feed(sampled)
+                tokens = sampled.tolist()
                 keep: list[int] = []
                 emitted: list[tuple[_Sequence, Delta]] = []
                 for row, (seq, tok) in enumerate(zip(active, tokens, strict=True)):
@@ -387,13 +425,12 @@ class TransformersEngine(Engine):
                 if emitted:
                     self._emit(emitted)
                 if not keep:
-                    active, batch = [], None
+                    active = []
+                    rows.clear()
                 elif len(keep) < len(active):  # finished rows leave the batch and the KV cache
-                    assert batch is not None
-                    batch.select(keep)
                     active = [active[i] for i in keep]
-                    tokens = [tokens[i] for i in keep]
-                pending = [] if self._stopping else self._admit(max_bs - len(active))
+                    rows.select(keep, columns=max(len(s.prompt_ids) + s.generated for s in active))
+                pending = [] if self._stopping else self._admit(room - len(active))
                 admitted.extend(pending)
 
     def _advance(self, seq: _Sequence, token: int) -> Delta | None:
