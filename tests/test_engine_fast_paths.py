@@ -1,9 +1,10 @@
-"""The transformers engine's two speed-ups compute the same thing as the plain code they replace.
+"""The transformers engine's speed-ups compute the same thing as the plain code they replace.
 
 - Grouped-query decoding with packed query heads (``decode_attention``) gives the same logits as
   transformers' ``sdpa`` (which copies K/V per head) on ragged, left-padded batches with joins and leaves.
 - Top-k sampling over the k candidates draws from the same distribution as masking the whole
   vocabulary, top-p included, and never returns a token outside a row's top k.
+- The fused RMSNorm (``fused_norm``) gives transformers' RMSNorm output.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import asyncio
 
 import pytest
 import torch
-from transformers import DynamicCache
 
 from services.genrm_server.engines import decode_attention
 from services.genrm_server.engines.base import SamplingParams
-from services.genrm_server.engines.kv_batch import KVBatch
+from services.genrm_server.engines.kv_batch import DynamicRows
 from services.genrm_server.engines.transformers_engine import TransformersEngine, _Sequence
 from services.genrm_server.settings import ServerSettings
 
@@ -28,40 +28,21 @@ def engine(tiny_model):
     return eng
 
 
-def _prefill(engine, prompts: list[list[int]]) -> tuple[KVBatch, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), engine.pad_id)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
-    out = engine.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
-    return KVBatch(cache, mask, pos[:, -1] + 1), out.logits[:, -1, :]
-
-
 def _decode(engine, attention: str, steps: int) -> list[torch.Tensor]:
     """Greedy decode with a join after 5 steps and a row leaving after 20; every step's logits."""
     engine.model.config._attn_implementation = attention
-    batch, logits = _prefill(engine, [[5, 6, 7, 8, 9], [10, 11]])
+    rows = DynamicRows(engine.model, engine.device)
     seen = []
     with torch.inference_mode():
+        logits = rows.join([[5, 6, 7, 8, 9], [10, 11]], engine.pad_id)
         for step in range(steps):
-            tokens = logits.argmax(-1)
             seen.append(logits.clone())
-            batch.extend_mask()
-            logits = engine.model(
-                input_ids=tokens.unsqueeze(1), attention_mask=batch.mask, position_ids=batch.next_pos.unsqueeze(1),
-                past_key_values=batch.cache,
-            ).logits[:, -1, :]
-            batch.next_pos += 1
+            rows.feed(logits.argmax(-1))
+            logits = rows.step(max_pos=0)  # the dynamic cache tracks positions itself
             if step == 5:
-                joined, new_logits = _prefill(engine, [[12, 13, 14, 15, 16, 17, 18, 19, 20]])
-                batch.join(joined)
-                logits = torch.cat([logits, new_logits])
+                logits = torch.cat([logits, rows.join([[12, 13, 14, 15, 16, 17, 18, 19, 20]], engine.pad_id)])
             if step == 20:
-                batch.select([0, 2])
+                rows.select([0, 2], columns=0)
                 logits = logits[[0, 2]]
     return seen
 

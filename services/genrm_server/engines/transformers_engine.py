@@ -394,8 +394,7 @@ class TransformersEngine(Engine):
         import torch
 
         rows = self._rows()
-        room = self.settings.max_batch_size if rows is not self._slots else min(self.settings.max_batch_size,
-                                                                                  self._slots.slots)
+        room = min(self.settings.max_batch_size, getattr(rows, "slots", self.settings.max_batch_size))
         active: list[_Sequence] = []
         pending = first
         with torch.inference_mode():
