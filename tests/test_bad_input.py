@@ -168,7 +168,13 @@ NON_FINITE = [
     ("/get_reward", '{"query": ["\\\\boxed{1}"], "prompts": [""], "labels": [NaN]}', 400, "ground_truth",
      ["sample 0", "ground_truth"]),
     ("/slime/reward", '{"response": "\\\\boxed{1}", "label": -Infinity}', 400, "ground_truth", ["ground_truth"]),
-    ("/v1/reward", '{"solution": "x", "ground_truth": 1, "group_id": NaN}', 400, "group_id.str", ["group_id"]),
+    # A union's member tags (group_id.str, group_id.int) are dropped: the param is the field the client sent.
+    ("/v1/reward", '{"solution": "x", "ground_truth": 1, "group_id": NaN}', 400, "group_id",
+     ["group_id: Input should be a valid string or a finite number"]),
+    ("/v1/reward", '{"solution": "x", "ground_truth": [1]}', 400, "ground_truth",
+     ["ground_truth: Input should be a valid string, a valid integer or a valid number"]),
+    ("/v1/reward", '{"solution": "x", "extra_info": [1]}', 400, "extra_info",
+     ["extra_info: Input should be a valid dictionary or None"]),
     # An Infinity penalty factor made the score -inf: JSON null in a 200. Overflowing ones are refused too.
     ("/v1/reward", "{" + SOLVED + ', "ground_truth": 1, "overlong": {"max_resp_len": 10, "buffer_len": 5, '
      '"penalty_factor": Infinity}, "extra_info": {"response_length": 12}}', 400, "overlong.penalty_factor",

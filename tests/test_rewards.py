@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from pathlib import Path
@@ -204,6 +205,38 @@ def test_batch_keeps_order_and_item_level_errors(stack):
     assert items[3]["result"]["score"] == -1.0
     empty = httpx.post(stack.url + "/v1/reward/batch", json={"samples": []}, timeout=30)
     assert empty.status_code == 200 and empty.json() == {"results": []}
+
+
+def test_a_valid_batch_scores_exactly_as_single_calls(server):
+    """A batch of valid samples is validated into plain field dicts (RewardFields), single calls into models:
+    same results and same item errors, aliases, number labels, null extra_info and overlong shaping included."""
+    samples = [
+        {"solution": "\\boxed{4}", "ground_truth": 4},
+        {"response": "\\boxed{4.0}", "ground_truth": 4.0, "extra_info": None, "prompt": "2+2?"},
+        {"solution": "\\boxed{5}", "ground_truth": "4", "extra_info": {"response_length": 90},
+         "overlong": {"max_resp_len": 100, "buffer_len": 20}},
+        {"solution_str": "\\boxed{1}", "ground_truth": True, "group_id": 7},
+        {"solution": "\\boxed{4}"},  # valid, but the math recipe needs a label: an item error
+        {"solution": "\\boxed{nan}", "ground_truth": float("nan")},  # NaN is no label either
+        {"solution": "\\boxed{4}", "ground_truth": "4", "overlong": {"max_resp_len": 100, "buffer_len": 20}},
+    ]
+    def post(path: str, body: object) -> httpx.Response:  # json.dumps writes NaN as Python's json reads it
+        return httpx.post(server.url + path, content=json.dumps(body), headers={"content-type": "application/json"},
+                          timeout=30)
+
+    items = post("/v1/reward/batch", {"samples": samples}).json()["results"]
+    assert len(items) == len(samples)
+    for sample, item in zip(samples, items, strict=True):
+        single = post("/v1/reward", sample)
+        if single.status_code == 200:
+            assert item["error"] is None and item["result"] == single.json(), sample
+        else:
+            error = single.json()["error"]
+            assert item["result"] is None and (item["error"]["code"], item["error"]["param"]) == (
+                single.status_code, error["param"]), sample
+    assert [it["error"]["param"] for it in items if it["error"]] == ["ground_truth", "ground_truth",
+                                                                     "extra_info.response_length"]
+    assert items[2]["result"]["overlong_penalty"] == pytest.approx(-0.5)
 
 
 def test_extra_info_null_is_accepted(server):

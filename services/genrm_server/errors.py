@@ -55,15 +55,37 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def describe_validation_errors(errors: Any) -> tuple[str, str | None]:
-    """One message naming every bad field (``max_tokens: ...; messages.0.role: ...``) and the first."""
-    parts, first = [], None
+    """One message naming every bad field (``max_tokens: ...; messages.0.role: ...``) and the first.
+
+    A union's members each report their own error under a tag (``ground_truth.str``, ``...int``): the tags
+    are dropped and the members' messages joined, so the field is named as the client sent it."""
+    by_field: dict[str, list[str]] = {}
     for err in errors:
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         if err.get("type") == "json_invalid":
-            parts.append(f"malformed JSON body: {err.get('ctx', {}).get('error', err.get('msg'))}")
-            first = first or "body"
+            by_field.setdefault("body", []).append(
+                f"malformed JSON body: {err.get('ctx', {}).get('error', err.get('msg'))}")
             continue
-        field = ".".join(loc) or "body"
-        first = first or field
-        parts.append(f"{field}: {err.get('msg')}")
-    return "; ".join(parts) or "invalid request", first
+        loc = [str(x) for x in err.get("loc", ()) if x != "body" and not _is_union_tag(x)]
+        messages = by_field.setdefault(".".join(loc) or "body", [])
+        if err.get("msg") not in messages:
+            messages.append(err.get("msg"))
+    parts = [text if field == "body" and text.startswith("malformed") else f"{field}: {text}"
+             for field, text in ((f, _either(m)) for f, m in by_field.items())]
+    return "; ".join(parts) or "invalid request", next(iter(by_field), None)
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "bytes"})
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic's label for a union member (``str``, ``dict[str,any]``, ``function-after[...]``)."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "[]()"))
+
+
+def _either(messages: list[str]) -> str:
+    """``Input should be a valid string, a valid integer or a valid number`` from the members' messages."""
+    prefix = "Input should be "
+    if len(messages) > 1 and all(m.startswith(prefix) for m in messages):
+        rest = [m[len(prefix):] for m in messages]
+        return prefix + ", ".join(rest[:-1]) + " or " + rest[-1]
+    return "; ".join(messages)

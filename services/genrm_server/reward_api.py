@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from pydantic_core import to_json
+from typing_extensions import TypedDict
 
 from services.genrm_server.errors import describe_error
 from services.genrm_server.reward_service import RewardService
@@ -18,6 +19,7 @@ from trainer_client.protocol import (
     RecipeList,
     RewardBatchRequest,
     RewardBatchResponse,
+    RewardFields,
     RewardRequest,
     RewardResult,
     error_body,
@@ -41,11 +43,14 @@ async def reward(sample: RewardRequest, request: Request) -> dict[str, Any]:
     return await _service(request).score(sample)
 
 
-class _TypedBatch(BaseModel):
-    """The fast path: a batch whose every sample is valid parses straight into RewardRequest objects."""
+@with_config(ConfigDict(extra="forbid"))  # as RewardBatchRequest: an unknown top-level field is a 400
+class _FieldsBatch(TypedDict):
+    """The fast path: a batch whose every sample is valid parses straight into plain field dicts."""
 
-    model_config = ConfigDict(extra="forbid")  # as RewardBatchRequest: an unknown top-level field is a 400
-    samples: Annotated[list[RewardRequest], Field(max_length=16384)]
+    samples: Annotated[list[RewardFields], Field(max_length=16384)]
+
+
+_FIELDS_BATCH = TypeAdapter(_FieldsBatch)
 
 
 _BATCH_BODY = {"requestBody": {"required": True, "content": {"application/json": {
@@ -63,13 +68,14 @@ async def reward_batch(request: Request) -> Response:
 async def score_batch_body(service: RewardService, raw: bytes) -> bytes:
     """The batch route's work: raw JSON in, raw JSON out; a ValidationError when the body itself is bad."""
     try:
-        # One pass of pydantic-core over the raw bytes (Rust JSON + validation): several times faster than
-        # json.loads, a dict model, then one model per sample.
-        samples: list[Any] = _TypedBatch.model_validate_json(raw).samples
+        # One pass of pydantic-core over the raw bytes (Rust JSON + validation) into dicts of the samples'
+        # fields: several times faster than json.loads then a model per sample (RewardFields says why).
+        samples: list[Any] = _FIELDS_BATCH.validate_json(raw)["samples"]
+        validated = True
     except ValidationError:
         # Some sample is bad (an item-level error) or the body itself is (a 400 naming the field).
-        samples = RewardBatchRequest.model_validate_json(raw).samples
-    items = await service.score_batch(samples)
+        samples, validated = RewardBatchRequest.model_validate_json(raw).samples, False
+    items = await service.score_batch(samples, validated=validated)
     # Serialised directly (Rust JSON encoder): re-validating thousands of items we just built against the
     # response model cost more than scoring them. The model still documents the shape in the OpenAPI schema.
     return to_json({"results": items})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from services.genrm_server.cpu_pool import CpuPool
@@ -39,23 +40,23 @@ class RewardService:
 
     async def score(self, sample: RewardRequest) -> dict[str, Any]:
         recipe = self.recipe(sample.recipe)
-        result = self._score_inline(recipe, sample)
+        result = self._score_inline(recipe, vars(sample))  # a model's __dict__: its fields, every one set
         if result is None:
             try:
-                result = apply_overlong(sample, await self._score_cached(recipe, sample), recipe.overlong)
+                result = apply_overlong(vars(sample), await self._score_cached(recipe, sample), recipe.overlong)
             except RecipeInputError:
                 self.metrics.samples.labels(recipe=recipe.name, outcome="error").inc()
                 raise
         self.metrics.on_result(recipe.name, result)
         return result
 
-    def _score_inline(self, recipe: Recipe, sample: RewardRequest) -> dict[str, Any] | None:
+    def _score_inline(self, recipe: Recipe, fields: Mapping[str, Any]) -> dict[str, Any] | None:
         """The result when the recipe can compute it at once (``Recipe.score_inline``), else None."""
         if recipe.uses_judge:
             return None
         try:
-            result = recipe.score_inline(sample)
-            return None if result is None else apply_overlong(sample, result, recipe.overlong)
+            result = recipe.score_inline(fields)
+            return None if result is None else apply_overlong(fields, result, recipe.overlong)
         except RecipeInputError:
             self.metrics.samples.labels(recipe=recipe.name, outcome="error").inc()
             raise
@@ -74,22 +75,29 @@ class RewardService:
             self.metrics.cache_hits.labels(recipe=recipe.name, kind=outcome).inc()
         return result
 
-    async def score_batch(self, raw: list[dict[str, Any] | RewardRequest]) -> list[dict[str, Any]]:
+    async def score_batch(self, raw: list[dict[str, Any]] | list[RewardRequest], *,
+                          validated: bool = False) -> list[dict[str, Any]]:
         """Items as ``RewardBatchItem``-shaped dicts, in order; one sample's error never fails the batch.
 
-        Samples of recipes without a judge are scored inline, one after the other: they never wait, and a
-        task per sample cost more than the math rule itself. Judge calls run concurrently, bounded.
+        ``raw``: request dicts (each validated here; a bad one is an item error), RewardRequests, or with
+        ``validated`` the ``RewardFields`` dicts of an already validated batch. Samples of recipes without
+        a judge are scored inline, one after the other: they never wait, and a task per sample cost more
+        than the math rule itself. Judge calls run concurrently, bounded.
         """
         items: list[dict[str, Any] | None] = [None] * len(raw)
         waiting: list[tuple[int, RewardRequest]] = []  # judge calls (and pool work): run concurrently below
         done: dict[str, list[dict[str, Any]]] = {}  # recipe -> results scored inline, counted once at the end
         for index, item in enumerate(raw):
             try:
-                sample = item if isinstance(item, RewardRequest) else RewardRequest.model_validate(item)
-                recipe = self.recipe(sample.recipe)
-                result = self._score_inline(recipe, sample)
-                if result is None:
-                    waiting.append((index, sample))
+                if validated:
+                    fields, sample = item, None
+                else:
+                    sample = item if isinstance(item, RewardRequest) else RewardRequest.model_validate(item)
+                    fields = vars(sample)
+                recipe = self.recipe(fields["recipe"])
+                result = self._score_inline(recipe, fields)
+                if result is None:  # a judged sample: worth its model (ms of judging against 2 us)
+                    waiting.append((index, sample or RewardRequest.model_validate(fields)))
                 else:
                     done.setdefault(recipe.name, []).append(result)
                     items[index] = {"index": index, "result": result, "error": None}

@@ -178,7 +178,7 @@ def direct_app(tiny_model: Path):
 @pytest.mark.parametrize(("path", "body", "status", "param"), [
     ("/v1/reward", {"ground_truth": "4"}, 400, "solution"),
     ("/v1/reward", {"solution": "\\boxed{4}", "ground_truth": "4", "recipe": "astrology"}, 404, "recipe"),
-    ("/v1/reward", {"solution": "x", "group_id": [1]}, 400, "group_id.str"),
+    ("/v1/reward", {"solution": "x", "group_id": [1]}, 400, "group_id"),
     ("/v1/reward/batch", {"samples": "not a list"}, 400, "samples"),
     ("/v1/reward/batch", b'{"samples": [', 400, "body"),
 ])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -119,14 +119,17 @@ class Recipe(abc.ABC):
     async def score(self, sample: RewardRequest, judge: Judge) -> dict[str, Any]:
         """Return ``{"score": float, **{k: ... for k in keys}}`` (plus ``critique`` when asked)."""
 
-    def score_inline(self, sample: RewardRequest) -> dict[str, Any] | None:
+    def score_inline(self, fields: Mapping[str, Any]) -> dict[str, Any] | None:
         """The same result computed at once, without waiting on anything; None when this recipe (or its
-        mode) cannot. A batch scores such samples in a plain loop: an await per sample cost a tenth of one."""
+        mode) cannot. A batch scores such samples in a plain loop: an await per sample cost a tenth of one.
+
+        ``fields``: the sample's ``RewardFields`` (every field, defaults filled): a batch's validated dict,
+        or ``vars(request)``; no model is built for an inline sample."""
         return None
 
 
-def require(sample: RewardRequest, field: str) -> str:
-    value = getattr(sample, field)
+def require(sample: RewardRequest | Mapping[str, Any], field: str) -> str:
+    value = sample[field] if isinstance(sample, dict) else getattr(sample, field)
     if value is None or value == "":
         raise RecipeInputError(f"{field} is required by this recipe", field)
     return value

@@ -5,10 +5,11 @@ on the trainer side, so it stays off unless asked for: it must never be applied 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from services.genrm_server.recipes.base import RecipeInputError
-from trainer_client.protocol import OverlongShaping, RewardRequest
+from trainer_client.protocol import OverlongShaping
 
 
 def overlong_penalty(length: int, shaping: OverlongShaping) -> float:
@@ -18,13 +19,14 @@ def overlong_penalty(length: int, shaping: OverlongShaping) -> float:
 
 
 def apply_overlong(
-    sample: RewardRequest, result: dict[str, Any], default: OverlongShaping | None = None
+    fields: Mapping[str, Any], result: dict[str, Any], default: OverlongShaping | None = None
 ) -> dict[str, Any]:
-    """Add the penalty when the request (or else the recipe, ``default``) asks for shaping."""
-    shaping = sample.overlong or default
+    """Add the penalty when the request (or else the recipe, ``default``) asks for shaping. ``fields``: the
+    sample's ``RewardFields`` (``vars(request)`` for a model)."""
+    shaping = fields["overlong"] or default
     if shaping is None:
         return result
-    length = sample.extra_info.get("response_length")
+    length = fields["extra_info"].get("response_length")
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         raise RecipeInputError(
             "overlong shaping needs extra_info.response_length (the response's token count, an integer >= 0)",
