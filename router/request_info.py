@@ -115,3 +115,9 @@ class RequestInfo:
     @cached_property
     def affinity_hash(self) -> int:
         return stable_hash(self.affinity_text)
+
+    @property
+    def whole_groups(self) -> bool:
+        """A reward batch holds whole GRPO groups (the client's chunks and the fan-out's parts never split
+        one), so no later request of its key comes to join it."""
+        return self.path == "/v1/reward/batch"

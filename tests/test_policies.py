@@ -174,6 +174,28 @@ def test_affinity_follows_a_placed_key_only_up_to_the_cap() -> None:
     assert policy.select(ws, keyed("hot")) is moved  # remembered where it went
 
 
+def test_affinity_places_a_batch_of_whole_groups_by_the_bound_alone() -> None:
+    """A per-sample key follows its worker past the bound (the rest of its group is coming); a reward batch
+    holds whole groups, so its key is placed by the bound each time and never held to an earlier split."""
+    ws = make_workers(2)
+    policy = Affinity()
+
+    def chunk(key: str) -> RequestInfo:
+        return RequestInfo("/v1/reward/batch", b'{"samples": []}', [(b"x-affinity-key", key.encode())])
+
+    sample_home = policy.select(ws, keyed("s"))
+    sample_home.in_flight = 3  # 4 > bound ceil(4 / 2) = 2, but <= 2 + 16: the group's key follows
+    assert policy.select(ws, keyed("s")) is sample_home
+    sample_home.in_flight = 0
+    home = policy.select(ws, chunk("c"))
+    assert policy.select(ws, chunk("c")) is home  # consistent hashing: the same worker while it fits
+    home.in_flight = 3
+    other = next(w for w in ws if w is not home)
+    assert policy.select(ws, chunk("c")) is other  # past the bound: the batch goes where there is room
+    home.in_flight = 0
+    assert policy.select(ws, chunk("c")) is home  # and nothing was remembered: back to the ring's choice
+
+
 def test_affinity_replaces_a_key_whose_worker_left() -> None:
     ws = make_workers(4)
     policy = Affinity()

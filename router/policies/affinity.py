@@ -14,6 +14,10 @@ request of a key picks its worker as above and the choice is remembered (an LRU 
 keys); later requests of the key follow it while that worker stays at or below
 ``bound + affinity_group_cap``, and only past that spill (a hot key still cannot pile up). Balance
 is then kept group by group, and a group's prefix is computed once.
+
+A reward batch is placed by the bound alone and not remembered: it holds whole groups, so nothing of its
+key comes later to keep together. Remembering it let a trainer's repeated chunk keys (the same prompts
+again) keep the first burst's split, 9 chunks against 7, with the slack of 16 whole chunks never reached.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ class Affinity(Policy):
         # Taking this request must leave the worker at or below the bound: in_flight + 1 <= bound.
         bound = math.ceil(self.config.affinity_load_factor * (total + 1) / n)
         key = request.affinity_hash
+        if request.whole_groups:
+            return self._place(workers, key, bound)
         url = self._placed.get(key)
         if url is not None:
             cap = bound + self.config.affinity_group_cap  # room for the rest of a group placed near the bound
