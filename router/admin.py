@@ -83,7 +83,8 @@ class AdminApi:
             return client.send_json(403, error_body(403, "the admin API is off: configure admin_api_keys"))
         if role != ADMIN:
             status = 401 if role is None else 403
-            return client.send_json(status, error_body(status, "the admin API needs an admin key"))
+            return client.send_json(status, error_body(status, "the admin API needs an admin key",
+                                                       param="authorization"))
         route = (request.method, request.path.rstrip("/"))
         pool = self.app.core.pool
         if route == ("GET", "/admin/workers"):

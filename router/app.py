@@ -124,8 +124,8 @@ class RouterApp:
             role = self.keys.role(request.header(b"authorization"))
             if role is None:
                 self.core.metrics.rejected.labels(reason="auth").inc()
-                return client.send_json(401, error_body(401, "missing or invalid API key (Authorization: Bearer)"),
-                                        [(b"www-authenticate", b"Bearer")])
+                return client.send_json(401, error_body(401, "missing or invalid API key (Authorization: Bearer)",
+                                                        param="authorization"), [(b"www-authenticate", b"Bearer")])
         if path.startswith("/admin"):
             return self.admin.handle(client, request, role)
         if self.limiter.enabled:

@@ -241,6 +241,7 @@ def test_auth_roles_and_keys_never_reach_workers_or_logs(procs):
         assert resp.status_code == 401, (headers, resp.text)
         assert resp.headers["www-authenticate"] == "Bearer"
         assert "API key" in error_of(resp)["message"]
+        assert error_of(resp)["param"] == "authorization"  # as the server names it
     resp = chat(router, client)
     assert resp.status_code == 200 and resp.json()["worker"] == port_of(worker)
     assert chat(router, {"authorization": f"bearer {CLIENT_KEY}"}).status_code == 200  # scheme is case-insensitive
@@ -255,6 +256,7 @@ def test_auth_roles_and_keys_never_reach_workers_or_logs(procs):
     assert httpx.get(router.url + "/admin/workers", timeout=5).status_code == 401
     resp = httpx.get(router.url + "/admin/workers", headers=client, timeout=5)
     assert resp.status_code == 403 and "admin key" in error_of(resp)["message"]
+    assert error_of(resp)["param"] == "authorization"
     resp = httpx.get(router.url + "/admin/workers", headers=ADMIN, timeout=5)
     assert resp.status_code == 200 and [w["url"] for w in resp.json()["workers"]] == [worker.url]
     assert chat(router, ADMIN).status_code == 200  # an admin key is a client key too
