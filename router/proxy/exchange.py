@@ -267,9 +267,12 @@ class Exchange:
     def _on_timer(self) -> None:
         """The queue wait ran out (the only use of a per-request timer)."""
         self.timer = None
-        if self.finished or not self.queued_until or not self.core.dequeue(self):
+        queued_until = self.queued_until
+        if self.finished or not queued_until or not self.core.dequeue(self):
             return
-        if self.deadline is not None and self.loop.time() >= self.deadline:
+        # Which of the two limits this timer was set for (core.enqueue), not a clock read: uvloop's timers
+        # have millisecond resolution and fire up to 1 ms early, which read as a queue timeout (a 503).
+        if self.deadline is not None and self.deadline <= queued_until:
             return self._answer_error(504, f"deadline of {self.deadline - self.started:g}s passed while queued")
         self.core.metrics.rejected.labels(reason="queue_timeout").inc()
         self._answer_error(503, f"all workers busy for {self.core.settings.queue_timeout_s:g}s (queue_timeout_s)",
