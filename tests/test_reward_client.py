@@ -70,6 +70,26 @@ def test_dead_router_raise_rule_only_and_none(transport):
         assert client.score(math_sample(3)) is None
 
 
+def test_fallback_labels_read_as_the_server_reads_them():
+    """rule_only's local rule takes a label as the server would: a number as its text, true as 1, NaN or
+    ±Infinity (pandas' missing label) as none; and without a label it never gives +1, not even for an empty
+    boxed answer that would equal the empty text."""
+    import numpy as np
+
+    from trainer_client.reward_client import fallback_result
+
+    def score(solution: str, label: object) -> float:
+        return fallback_result({"solution": solution, "ground_truth": label}, RuntimeError("down"))["score"]
+
+    assert score("\\boxed{3}", 3) == score("\\boxed{3}", np.int64(3)) == score("\\boxed{1}", True) == 1.0
+    assert score("\\boxed{3}", "3") == score("\\boxed{nan}", "nan") == 1.0  # text is text
+    for missing in (float("nan"), np.float32("nan"), float("inf"), -float("inf"), None, ""):
+        assert score("\\boxed{nan}", missing) == score("\\boxed{inf}", missing) == -1.0, missing
+        assert score("\\boxed{}", missing) == -1.0, missing
+    flagged = fallback_result({"solution": "\\boxed{}"}, RuntimeError("down"))
+    assert flagged == {"score": -1.0, "acc": False, "pred": "", "reward_source": "fallback", "error": "down"}
+
+
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 def test_retry_after_is_honoured(transport, stack, logs):
     # One request per second per client: the second call gets 429 + Retry-After: 1 and must wait, not fail.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import threading
 import time
@@ -41,8 +42,17 @@ _POLICIES = ("raise", "rule_only", "none")
 def fallback_result(sample: dict[str, Any], error: BaseException) -> dict[str, Any]:
     """The math rule computed here, flagged: what ``on_failure="rule_only"`` returns."""
     truth = sample.get("ground_truth")
+    if isinstance(truth, bool):
+        truth = int(truth)  # as pydantic reads a JSON true for the server: 1
+    if truth is not None and not isinstance(truth, str):
+        try:  # NaN / ±Infinity (a missing label in pandas) are no label, as on the server (protocol.GroundTruth)
+            truth = str(truth) if math.isfinite(float(truth)) else None
+        except (TypeError, ValueError, OverflowError):
+            truth = str(truth)
     solution = sample.get("solution", sample.get("response", sample.get("solution_str", "")))
-    result = compute_math(str(solution or ""), "" if truth is None else str(truth)).to_dict()
+    result = compute_math(str(solution or ""), truth or "").to_dict()
+    if not truth:  # the server refuses these; here, never a +1 (an empty \boxed{} would match "")
+        result.update(score=-1.0, acc=False)
     return {**result, "reward_source": "fallback", "error": str(error)}
 
 
