@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from services.genrm_server import openai_api, reward_api
+from services.genrm_server import openapi as openapi_doc
 from services.genrm_server.engines import Engine, create_engine
 from services.genrm_server.errors import install_error_handlers
 from services.genrm_server.metrics import ServerMetrics
@@ -57,6 +58,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
     app.include_router(openai_api.router)
     app.include_router(reward_api.router)
     install_error_handlers(app)
+    openapi_doc.install(app, api_keys=bool(settings.api_keys))
 
     @app.get("/health")
     async def health() -> dict[str, str]:
