@@ -38,6 +38,8 @@ ones per process, the async ones per process and running event loop (their conne
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import math
 import os
 import threading
@@ -192,8 +194,22 @@ def _sync_entry(settings: Settings) -> _Entry:
         with _lock:
             entry = _sync.get(key)
             if entry is None:
+                if not _sync:
+                    atexit.register(_close_sync_clients)
                 entry = _sync[key] = _Entry(settings, RewardClient(settings.url, **settings.client_options()))
     return entry
+
+
+def _close_sync_clients() -> None:
+    """At exit, close this process's cached clients: their connections end cleanly (no "Unclosed client
+    session" from aiohttp at shutdown)."""
+    pid = os.getpid()
+    with _lock:
+        mine = [k for k in _sync if k[0] == pid]
+        entries = [_sync.pop(k) for k in mine]
+    for entry in entries:
+        with contextlib.suppress(Exception):  # at exit, a client that cannot close must not raise
+            entry.client.close()  # type: ignore[union-attr]
 
 
 def _async_entry(settings: Settings) -> _Entry:
