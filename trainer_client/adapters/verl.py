@@ -43,7 +43,7 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NamedTuple
 
 from trainer_client.errors import GenRMError
@@ -184,7 +184,7 @@ class _Entry:
 
 _lock = threading.Lock()
 _sync: dict[tuple[int, Settings], _Entry] = {}
-_async: dict[tuple[int, int, Settings], tuple[asyncio.AbstractEventLoop, _Entry]] = {}
+_async: dict[tuple[int, int, Settings], tuple[asyncio.AbstractEventLoop, AsyncIterator[None], _Entry]] = {}
 
 
 def _sync_entry(settings: Settings) -> _Entry:
@@ -212,20 +212,33 @@ def _close_sync_clients() -> None:
             entry.client.close()  # type: ignore[union-attr]
 
 
-def _async_entry(settings: Settings) -> _Entry:
+async def _async_entry(settings: Settings) -> _Entry:
     loop = asyncio.get_running_loop()
     key = (os.getpid(), id(loop), settings)
     cached = _async.get(key)
     if cached is not None and cached[0] is loop:
-        return cached[1]
+        return cached[2]
     with _lock:
-        for stale in [k for k, (lp, _) in _async.items() if lp.is_closed()]:
-            del _async[stale]  # a finished asyncio.run(): its connections died with its loop
+        for stale in [k for k, (lp, _, _) in _async.items() if lp.is_closed()]:
+            del _async[stale]  # a finished asyncio.run(): its client was closed as the loop shut down
         cached = _async.get(key)
-        if cached is None or cached[0] is not loop:
-            cached = _async[key] = (loop, _Entry(settings, AsyncRewardClient(settings.url,
-                                                                             **settings.client_options())))
-    return cached[1]
+        created = cached is None or cached[0] is not loop
+        if created:
+            entry = _Entry(settings, AsyncRewardClient(settings.url, **settings.client_options()))
+            cached = _async[key] = (loop, _closed_with_the_loop(entry.client), entry)  # type: ignore[arg-type]
+    if created:
+        await cached[1].__anext__()  # started: the loop now tracks it
+    return cached[2]
+
+
+async def _closed_with_the_loop(client: AsyncRewardClient) -> AsyncIterator[None]:
+    """Parked at its ``yield`` for the life of the loop: when the loop shuts down (``asyncio.run`` calls
+    ``shutdown_asyncgens``) it is closed, and closes the client's connections on that loop; asyncio has no
+    other hook for a loop's end."""
+    try:
+        yield
+    finally:
+        await client.aclose()
 
 
 # -- the reward functions -----------------------------------------------------------------------------------------
@@ -252,7 +265,7 @@ async def compute_score_async(data_source: Any, solution_str: str, ground_truth:
                               extra_info: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
     """verl custom reward function for the managers that await coroutines (reward loop, agent loop)."""
     settings = Settings.resolve(kwargs)
-    entry = _async_entry(settings)
+    entry = await _async_entry(settings)
     if entry.keys is None:
         try:
             entry.keys_from(await entry.client.recipes())
