@@ -97,7 +97,7 @@ class RewardService:
                 recipe = self.recipe(fields["recipe"])
                 result = self._score_inline(recipe, fields)
                 if result is None:  # a judged sample: worth its model (ms of judging against 2 us)
-                    waiting.append((index, sample or RewardRequest.model_validate(fields)))
+                    waiting.append((index, sample if sample is not None else RewardRequest.model_validate(fields)))
                 else:
                     done.setdefault(recipe.name, []).append(result)
                     items[index] = {"index": index, "result": result, "error": None}
