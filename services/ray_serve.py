@@ -66,18 +66,19 @@ class _Slot:
 
 
 def rank_replicas(policy: Affinity, candidates: Sequence[RunningReplica], key: str | None,
-                  load: Callable[[RunningReplica], int]) -> list[list[RunningReplica]]:
+                  load: Callable[[RunningReplica], int], path: str = "") -> list[list[RunningReplica]]:
     """Serve's ranks: the replica the ring and the load bound pick for ``key``, then the rest.
 
     Serve takes the first rank whose replicas are below ``max_ongoing_requests`` (lowest queue first), so
     a replica Serve considers full still spills. Without a key, one rank of all: the shortest queue wins.
+    ``path``: the request's route; a reward batch (whole groups) is placed by the bound alone, as in the router.
     """
     if not candidates:
         return []
     if not key:
         return [list(candidates)]
     slots = sorted((_Slot(r, load(r)) for r in candidates), key=lambda s: s.url)  # stable ring cache key
-    request = RequestInfo("", b"")
+    request = RequestInfo(path, b"")
     request.__dict__["affinity_hash"] = stable_hash(key)  # what Affinity.select reads
     chosen = cast(_Slot, policy.select(slots, request))  # type: ignore[arg-type]  # duck-typed Worker
     rest = [s.replica for s in slots if s is not chosen]
@@ -119,7 +120,10 @@ class GroupAffinityRouter(RequestRouter):
             return [candidate_replicas]
         # Once these ranks are all tried, Serve's retry loop must back off: without this it spins (a livelock).
         pending_request.routing_context.should_backoff = True
-        return rank_replicas(self.policy, candidate_replicas, pending_request.kwargs.get(AFFINITY_KWARG), self._load)
+        args = pending_request.args  # GenRMServer.handle's: (method, path, query, headers, body)
+        path = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+        return rank_replicas(self.policy, candidate_replicas, pending_request.kwargs.get(AFFINITY_KWARG), self._load,
+                             path)
 
 
 # -- the server deployment -------------------------------------------------------------------------

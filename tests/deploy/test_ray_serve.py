@@ -56,6 +56,21 @@ def test_rank_replicas_pins_a_key_and_bounds_the_load():
     assert rank_replicas(policy, [], "g:1", lambda r: 0) == []
 
 
+def test_rank_replicas_places_a_reward_batch_by_the_bound_alone():
+    """A sub-batch holds whole groups: past the bound it goes elsewhere, and its key is not held there."""
+    policy = Affinity(PolicyConfig())
+    replicas = [_replica(f"r{i}") for i in range(2)]
+
+    def first(load: dict[str, int]) -> str:
+        ranks = rank_replicas(policy, replicas, "g:7", lambda r: load[r.replica_id.unique_id], "/v1/reward/batch")
+        return ranks[0][0].replica_id.unique_id
+
+    owner = first({"r0": 0, "r1": 0})
+    other = "r1" if owner == "r0" else "r0"
+    assert first({owner: 3, other: 0}) == other  # 4 > ceil(4 / 2): a per-sample key would still follow (<= 18)
+    assert first({"r0": 0, "r1": 0}) == owner  # not remembered: the ring's choice again
+
+
 def test_builder_args_from_the_command_line_strings(tiny_model):
     """`serve run ... key=value` hands the builder strings; unknown keys are server settings, validated."""
     args = RayServeArgs.model_validate({"model": str(tiny_model), "num_gpus": "1", "max_replicas": "4",
