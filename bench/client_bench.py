@@ -7,6 +7,7 @@ the in-process one. Median of --repeats runs, modes interleaved per repeat; the 
 the ratio to in-process (target on a 2-core machine: remote >= 0.5x).
 
     python bench/client_bench.py                # defaults: 512 x 8 samples, 5 repeats
+    python bench/client_bench.py --cpu-runs 60  # then also: each process's CPU per batch (Linux /proc)
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=64, help="single mode: requests in flight")
     p.add_argument("--batch-size", type=int, default=256, help="batch mode: samples per request")
     p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--cpu-runs", type=int, default=0,
+                   help="after the timed runs, this many more batches: CPU ms per batch of each process")
     a = p.parse_args(argv)
     samples = make_samples(a.prompts, a.group)
     expected = in_process(samples)
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(a.repeats):
             for name, fn in runs.items():
                 times[name].append(timed(fn, expected))
+        split = cpu_split(stack, lambda: batch.score_batch(samples), a.cpu_runs) if a.cpu_runs else None
         batch.close()
         single.close()
     n = len(samples)
@@ -71,7 +75,29 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in times.items():
         wall = statistics.median(values)
         print(f"| {name} | {wall:.3f} | {n / wall:,.0f} | {n / wall / base:.2f} |")
+    if split:
+        print(f"\nCPU ms per client batch, {a.cpu_runs} batches (/proc utime + stime):\n")
+        print("| " + " | ".join(split) + " |")
+        print("|" + "---|" * len(split))
+        print("| " + " | ".join(f"{v:.1f}" for v in split.values()) + " |")
     return 0
+
+
+def cpu_split(stack: LocalStack, run: Callable[[], object], runs: int) -> dict[str, float]:
+    """Each process's CPU time per ``run()`` (the client is this process), its sum, and the wall time."""
+    pids = {"client": os.getpid(), "router": stack.router.process.pid}  # type: ignore[union-attr]
+    pids.update({f"server {i}": s.process.pid for i, s in enumerate(stack.servers)})
+    before, t0 = {k: _cpu_s(pid) for k, pid in pids.items()}, time.perf_counter()
+    for _ in range(runs):
+        run()
+    wall = (time.perf_counter() - t0) / runs * 1e3
+    split = {k: (_cpu_s(pid) - before[k]) / runs * 1e3 for k, pid in pids.items()}
+    return {**split, "sum": sum(split.values()), "wall": wall}
+
+
+def _cpu_s(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115 - read at once
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
