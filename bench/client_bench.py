@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 
 from reward_bench import in_process, make_samples
+from soak import proc_stats
 
 from services.local_stack import LocalStack
 from trainer_client import RewardClient
@@ -87,17 +88,13 @@ def cpu_split(stack: LocalStack, run: Callable[[], object], runs: int) -> dict[s
     """Each process's CPU time per ``run()`` (the client is this process), its sum, and the wall time."""
     pids = {"client": os.getpid(), "router": stack.router.process.pid}  # type: ignore[union-attr]
     pids.update({f"server {i}": s.process.pid for i, s in enumerate(stack.servers)})
-    before, t0 = {k: _cpu_s(pid) for k, pid in pids.items()}, time.perf_counter()
+    before, t0 = {k: proc_stats(pid)["cpu_s"] for k, pid in pids.items()}, time.perf_counter()
     for _ in range(runs):
         run()
     wall = (time.perf_counter() - t0) / runs * 1e3
-    split = {k: (_cpu_s(pid) - before[k]) / runs * 1e3 for k, pid in pids.items()}
+    split = {k: (proc_stats(pid)["cpu_s"] - before[k]) / runs * 1e3 for k, pid in pids.items()}
     return {**split, "sum": sum(split.values()), "wall": wall}
 
-
-def _cpu_s(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115 - read at once
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

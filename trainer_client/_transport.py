@@ -12,7 +12,6 @@ import httpx
 from pydantic_core import from_json
 
 from trainer_client.errors import GenRMError
-from trainer_client.jsonio import loads
 
 RETRY_STATUS = {429, 502, 503, 504}
 
@@ -71,6 +70,6 @@ def decode_body(status: int, body: bytes, url: str, attempts: int) -> Any:
             message = body[:500].decode("utf-8", "replace")
         raise GenRMError(f"request failed: {message}", url=url, status=status, attempts=attempts)
     try:
-        return loads(body)
+        return from_json(body)  # numbers exact (orjson would read a big integer as a float: jsonio.py)
     except ValueError as exc:
         raise GenRMError(f"malformed JSON in response: {exc}", url=url, status=status, attempts=attempts) from exc

@@ -3,7 +3,7 @@ it too), else pydantic-core, which the base install always has.
 
 orjson encodes a batch of long solutions ~15x faster than pydantic-core and reads a batch answer's small dicts
 1.5x faster. But it reads an integer past 64 bits as an approximate float, so values are read with
-pydantic-core (exact); orjson only checks that a document is JSON, where that does not matter.
+pydantic-core's ``from_json`` (exact); orjson only checks that a document is JSON, where that does not matter.
 """
 
 from __future__ import annotations
@@ -16,11 +16,6 @@ try:
     import orjson
 except ImportError:  # pragma: no cover - exercised where orjson is absent
     orjson = None
-
-
-def loads(body: bytes) -> Any:
-    """The document in ``body``, numbers exact; ValueError when it is not JSON."""
-    return from_json(body)
 
 
 def is_json(body: bytes) -> bool:

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
+from pydantic import TypeAdapter, ValidationError
+
 from trainer_client._reward_transport import Retryable, TimedOut, Transport, make_transport
 from trainer_client._transport import RETRY_STATUS, ClientConfig, backoff, decode_body
 from trainer_client.errors import GenRMError
 from trainer_client.jsonio import dumps
 from trainer_client.math_rule import compute_math
+from trainer_client.protocol import GroundTruth
 
 log = logging.getLogger("genrm.client")
 
@@ -41,19 +43,26 @@ _POLICIES = ("raise", "rule_only", "none")
 
 def fallback_result(sample: dict[str, Any], error: BaseException) -> dict[str, Any]:
     """The math rule computed here, flagged: what ``on_failure="rule_only"`` returns."""
-    truth = sample.get("ground_truth")
-    if isinstance(truth, bool):
-        truth = int(truth)  # as pydantic reads a JSON true for the server: 1
-    if truth is not None and not isinstance(truth, str):
-        try:  # NaN / ±Infinity (a missing label in pandas) are no label, as on the server (protocol.GroundTruth)
-            truth = str(truth) if math.isfinite(float(truth)) else None
-        except (TypeError, ValueError, OverflowError):
-            truth = str(truth)
+    truth = _label(sample.get("ground_truth"))
     solution = sample.get("solution", sample.get("response", sample.get("solution_str", "")))
     result = compute_math(str(solution or ""), truth or "").to_dict()
     if not truth:  # the server refuses these; here, never a +1 (an empty \boxed{} would match "")
         result.update(score=-1.0, acc=False)
     return {**result, "reward_source": "fallback", "error": str(error)}
+
+
+def _label(truth: Any) -> str | None:
+    """The label as the server reads it: sent as this client sends it (``jsonio.dumps``), then validated as
+    ``protocol.GroundTruth`` (a number as its text, true as 1, NaN and ±Infinity as none)."""
+    if truth is None or isinstance(truth, str):
+        return truth
+    try:
+        return _GROUND_TRUTH.validate_json(dumps(truth))
+    except (ValidationError, TypeError):  # not a label the server takes (it would answer 400): its text
+        return str(truth)
+
+
+_GROUND_TRUTH: TypeAdapter[str | None] = TypeAdapter(GroundTruth)
 
 
 class AsyncRewardClient:

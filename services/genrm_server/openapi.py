@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from trainer_client.protocol import ErrorResponse
 
@@ -18,12 +17,12 @@ _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/sche
 
 
 def install(app: FastAPI, *, api_keys: bool) -> None:
-    """Replace ``app.openapi`` with one documenting the errors the server really gives."""
+    """Wrap ``app.openapi``: FastAPI's document, once, with the errors the server really gives."""
+    fastapi_doc = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            app.openapi_schema = with_server_errors(doc, api_keys=api_keys)
+            app.openapi_schema = with_server_errors(fastapi_doc(), api_keys=api_keys)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
