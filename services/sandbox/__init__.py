@@ -1,0 +1,1 @@
+"""Running the policy's programs: sandboxed sessions, the code rule, and the SandboxFusion-compatible runner."""
