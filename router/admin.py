@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from router.auth import ADMIN
+from common.api_keys import ADMIN
 from trainer_client.protocol import error_body
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class AdminApi:
             log.info("admin removed worker %s", url)
             return client.send_json(200, {"removed": url})
         if request.method == "POST" and route[1] in ("/admin/workers", "/admin/workers/drain"):
-            try:  # a bad body is named as such (it was a 422 on `url`; nested too deeply, a 500)
+            try:  # a bad body is named as such, a too deeply nested one too
                 body = json.loads(request.body or b"null")
             except (ValueError, RecursionError) as exc:
                 why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)

@@ -15,8 +15,8 @@ from typing import Any
 
 import aiohttp
 
+from common.api_keys import KeyRing
 from router.admin import AdminApi
-from router.auth import KeyRing, RateLimiter
 from router.core import RouterCore
 from router.discovery import DnsDiscovery, parse_dns_target
 from router.fanout import FanOut
@@ -24,6 +24,7 @@ from router.health import HealthChecker
 from router.openapi import OpenApiDocument
 from router.proxy.downstream import ClientConnection, Request
 from router.proxy.exchange import Exchange
+from router.rate_limit import RateLimiter
 from router.request_info import RequestInfo
 from router.settings import RouterSettings
 from router.workers import Worker

@@ -13,7 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from router.metrics import RouterMetrics
-from router.policies import Policy, PolicyConfig, create_policy
+from router.policies import Policy, create_policy
 from router.request_info import REWARD_PATHS, RequestInfo
 from router.settings import RouterSettings
 from router.workers import STATIC, Worker, WorkerPool
@@ -38,10 +38,9 @@ class RouterCore:
                                breaker_base_s=settings.breaker_backoff_s, breaker_max_s=settings.breaker_backoff_max_s)
         for url in settings.workers:
             self.pool.add(url, STATIC)
-        config = PolicyConfig(affinity_load_factor=settings.affinity_load_factor)
         self.policies: dict[str, Policy] = {}
         for name in {settings.policy, settings.reward_policy}:
-            self.policies[name] = create_policy(name, config)
+            self.policies[name] = create_policy(name, settings)
         self.default_policy = self.policies[settings.policy]
         self.reward_policy = self.policies[settings.reward_policy]
         self.queue: deque[Exchange] = deque()

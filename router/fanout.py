@@ -16,7 +16,8 @@ import httptools
 
 from router.proxy.downstream import Request
 from router.proxy.exchange import Exchange
-from router.request_info import RequestInfo, sample_affinity_text, stable_hash
+from router.request_info import RequestInfo
+from trainer_client.grouping import group_key
 from trainer_client.protocol import error_info
 
 if TYPE_CHECKING:
@@ -96,8 +97,7 @@ class FanOut:
             body = json.dumps({"samples": [self.samples[i] for i in indices]}).encode()
             sub = Request(self.request.method, self.request.path, "", self.request.headers, body, True, "1.1")
             collector = Collector(sub, loop)
-            info = RequestInfo(sub.path, body, None, prefix)
-            info.__dict__["recipe"] = recipe  # a retry stays among the workers serving it
+            info = RequestInfo(sub.path, body, None, prefix, recipe=recipe)  # a retry stays among its recipe's workers
             exchange = Exchange(self.core, collector, sub, info, policy, sub.path, retry)  # type: ignore[arg-type]
             exchange.preferred = worker
             sub.handler = exchange
@@ -115,8 +115,7 @@ class FanOut:
         for i, sample in enumerate(self.samples):
             recipe = sample.get("recipe") if isinstance(sample, dict) else None
             recipe = recipe if isinstance(recipe, str) and recipe else None
-            key = sample_affinity_text(sample, prefix) if isinstance(sample, dict) else ""
-            groups.setdefault((recipe, key or f"i:{i}"), []).append(i)
+            groups.setdefault((recipe, group_key(sample, i, prefix)), []).append(i)
         policy, _ = self.core.policy_for(self.request.path)
         mixed = not self.core.homogeneous()
         plan: dict[tuple[Worker | None, str | None], list[int]] = {}
@@ -126,10 +125,9 @@ class FanOut:
                 fit = [w for w in workers if w.serves(None, recipe)] if mixed and recipe else workers
                 worker = None
                 if fit:
-                    info = RequestInfo(self.request.path, b"", None, prefix)
                     first = self.samples[indices[0]]
-                    info.__dict__.update(affinity_text=key, affinity_hash=stable_hash(key),
-                                         json=first if isinstance(first, dict) else None)
+                    info = RequestInfo(self.request.path, b"", None, prefix, affinity_text=key,
+                                       json=first if isinstance(first, dict) else None)
                     worker = policy.select(fit, info)
                     worker.in_flight += len(indices)  # provisional, so the bounded load sees this batch too
                     placed.append((worker, len(indices)))

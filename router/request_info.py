@@ -6,40 +6,38 @@ round-robin traffic to a homogeneous pool never pays for it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import cached_property
 from typing import Any
 
+from common.hashing import stable_hash
+from trainer_client.grouping import QUESTION_FIELDS, group_key
+
 REWARD_PATHS = frozenset({"/v1/reward", "/v1/reward/batch", "/get_reward", "/slime/reward"})
 
 
-def stable_hash(text: str) -> int:
-    """A hash every router replica agrees on (``hash()`` is salted per process)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-
-
-def sample_affinity_text(sample: dict[str, Any], prefix_chars: int) -> str:
-    """A reward sample's affinity key: its ``group_id``, else the first K characters of its question."""
-    group = sample.get("group_id")
-    if group is not None:
-        return f"g:{group}"
-    for name in ("question", "prompt", "problem"):
-        value = sample.get(name)
-        if isinstance(value, str) and value:
-            return "p:" + value[:prefix_chars]
-    return ""
+_UNSET: Any = object()
 
 
 class RequestInfo:
     __slots__ = ("__dict__", "body", "headers", "path", "prefix_chars")
 
     def __init__(self, path: str, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
-                 prefix_chars: int = 256):
+                 prefix_chars: int = 256, *, json: Any = _UNSET, recipe: str | None = _UNSET,
+                 affinity_text: str | None = None):
+        """``json``, ``recipe``, ``affinity_text``: values already known (a fanned-out part of a batch, a Ray
+        Serve handle call), taken as they are instead of being read from the body."""
         self.path = path
         self.body = body
         self.headers = headers or []  # (lower-case name, value) as parsed; decoded only when asked
         self.prefix_chars = prefix_chars
+        known = self.__dict__  # where cached_property keeps a computed value
+        if json is not _UNSET:
+            known["json"] = json
+        if recipe is not _UNSET:
+            known["recipe"] = recipe
+        if affinity_text is not None:
+            known["affinity_text"] = affinity_text
 
     def header(self, name: bytes) -> str | None:
         for k, v in self.headers:
@@ -54,7 +52,7 @@ class RequestInfo:
             return None
         try:
             return json.loads(self.body)
-        except (ValueError, RecursionError):  # RecursionError: nested too deeply; was a 500 from the router
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             return None
 
     @cached_property
@@ -91,7 +89,7 @@ class RequestInfo:
                     content = m.get("content")
                     parts.append(f"<{m.get('role')}>{content if isinstance(content, str) else json.dumps(content)}")
             return "".join(parts)
-        for name in ("prompt", "question", "problem"):
+        for name in QUESTION_FIELDS:
             value = body.get(name)
             if isinstance(value, str):
                 return value
@@ -106,10 +104,8 @@ class RequestInfo:
         if header:
             return "h:" + header
         body = self.json
-        if isinstance(body, dict):
-            key = sample_affinity_text(body, self.prefix_chars)
-            if key.startswith("g:"):
-                return key
+        if isinstance(body, dict) and body.get("group_id") is not None:
+            return group_key(body)
         return "p:" + self.text[: self.prefix_chars]
 
     @cached_property

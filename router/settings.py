@@ -1,19 +1,23 @@
-"""Router settings (flags, ``GENRM_ROUTER_*`` env, ``router:`` section of the YAML file)."""
+"""Router settings (flags, ``GENRM_ROUTER_*`` env, ``router:`` section of the YAML file).
+
+Each policy's own knobs (its ``Config``) are added here as ``<settings_prefix><field>`` with the policy's default,
+bounds and description, so a new policy setting is a flag, an env var and a YAML key without a line here.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from common.settings_io import LIST_NOTE, ComponentSettings, split_list
 from router.policies import POLICIES
-from services.settings_io import LIST_NOTE, ComponentSettings, split_list
 
 _LIST = LIST_NOTE
 
 
-class RouterSettings(ComponentSettings):
+class _RouterSettings(ComponentSettings):
     model_config = SettingsConfigDict(env_prefix="GENRM_ROUTER_", extra="forbid")
     yaml_section: ClassVar[str] = "router"
 
@@ -34,10 +38,6 @@ class RouterSettings(ComponentSettings):
     policy: str = Field("least_outstanding", description=f"Policy of OpenAI and other routes: {', '.join(POLICIES)}.")
     reward_policy: str = Field(
         "affinity", description="Policy of the reward routes (/v1/reward*, /get_reward, /slime/reward)."
-    )
-    affinity_load_factor: float = Field(
-        1.0, ge=1.0, description="Bounded load: a new affinity key skips a worker above this × the mean load "
-        "(later requests of a placed key follow it with a slack of 16)."
     )
     affinity_prefix_chars: int = Field(
         256, ge=1, description="Without a group id or X-Affinity-Key, the key is this many leading prompt characters."
@@ -110,7 +110,19 @@ class RouterSettings(ComponentSettings):
         return v or None
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> RouterSettings:
+    def _tls_pair(self) -> _RouterSettings:
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
         return self
+
+
+def _policy_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for policy in POLICIES.values():
+        for name, info in policy.Config.model_fields.items():
+            fields[policy.settings_prefix + name] = (info.annotation, info)
+    return fields
+
+
+RouterSettings = create_model("RouterSettings", __base__=_RouterSettings, __module__=__name__, **_policy_fields())
+RouterSettings.__doc__ = "The router's settings, the policies' own included."

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from services.settings_io import SettingsError, add_settings_arguments, overrides_from_args
+from common.settings_io import SettingsError, add_settings_arguments, overrides_from_args
 
 EPILOG = """examples:
   genrm up --replicas 2                       # tiny model, 2 servers + router on loopback

@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -37,11 +37,12 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from common.hashing import stable_hash
 from router.fanout import sub_batch_items
-from router.policies.affinity import Affinity
-from router.policies.base import PolicyConfig
-from router.request_info import RequestInfo, sample_affinity_text, stable_hash
+from router.policies.affinity import Affinity, AffinityConfig
+from router.request_info import RequestInfo
 from services.genrm_server.settings import ServerSettings
+from trainer_client.grouping import group_key
 from trainer_client.protocol import error_body
 
 log = logging.getLogger("genrm.ray_serve")
@@ -78,9 +79,7 @@ def rank_replicas(policy: Affinity, candidates: Sequence[RunningReplica], key: s
     if not key:
         return [list(candidates)]
     slots = sorted((_Slot(r, load(r)) for r in candidates), key=lambda s: s.url)  # stable ring cache key
-    request = RequestInfo(path, b"")
-    request.__dict__["affinity_hash"] = stable_hash(key)  # what Affinity.select reads
-    chosen = cast(_Slot, policy.select(slots, request))  # type: ignore[arg-type]  # duck-typed Worker
+    chosen = policy.select(slots, RequestInfo(path, b"", affinity_text=key))
     rest = [s.replica for s in slots if s is not chosen]
     return [[chosen.replica], rest] if rest else [[chosen.replica]]
 
@@ -93,7 +92,7 @@ class GroupAffinityRouter(RequestRouter):
     """
 
     def initialize_state(self, load_factor: float = 1.0, vnodes: int = 160, **_: Any) -> None:
-        self.policy = Affinity(PolicyConfig(affinity_load_factor=load_factor, affinity_vnodes=vnodes))
+        self.policy = Affinity(AffinityConfig(load_factor=load_factor, vnodes=vnodes))
 
     def _load(self, replica: RunningReplica) -> int:
         return self.replica_queue_len_cache.get(replica.replica_id) or 0
@@ -293,8 +292,7 @@ class GenRMIngress:
             return None
         groups: dict[str, list[int]] = {}
         for i, sample in enumerate(samples):
-            key = sample_affinity_text(sample, self.prefix_chars) if isinstance(sample, dict) else ""
-            groups.setdefault(key or f"i:{i}", []).append(i)
+            groups.setdefault(group_key(sample, i, self.prefix_chars), []).append(i)
         if len(groups) > self.max_sub_batches:  # bound the calls per batch: whole groups share a bucket
             buckets: dict[str, list[int]] = {}
             for key, indices in groups.items():

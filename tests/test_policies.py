@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from router.policies import POLICIES, PolicyConfig, create_policy
+from router.policies import POLICIES, AffinityConfig, CacheAwareConfig, create_policy
 from router.policies.affinity import Affinity
 from router.policies.cache_aware import CacheAware
 from router.policies.power_of_two import PowerOfTwo
@@ -39,7 +39,7 @@ def reward(group_id: int, question: str) -> RequestInfo:
 def test_registry_has_every_policy() -> None:
     for name in ("least_outstanding", "round_robin", "power_of_two", "affinity", "cache_aware"):
         assert name in POLICIES
-        policy = create_policy(name, PolicyConfig())
+        policy = create_policy(name)
         assert policy.name == name
 
 
@@ -124,7 +124,7 @@ def test_affinity_adding_a_worker_moves_only_keys_to_it() -> None:
 
 def test_affinity_bounded_load_spills_to_next_on_ring() -> None:
     ws = make_workers(4)
-    config = PolicyConfig(affinity_load_factor=1.25)
+    config = AffinityConfig(load_factor=1.25)
     policy = Affinity(config)
     request = keyed("hot-group")
     preferred = policy.select(ws, request)
@@ -209,7 +209,7 @@ def test_affinity_replaces_a_key_whose_worker_left() -> None:
 def test_affinity_never_above_bound_when_a_worker_below_exists() -> None:
     rng = random.Random(7)
     ws = make_workers(6)
-    config = PolicyConfig()
+    config = AffinityConfig()
     loaded, idle = Affinity(config), Affinity(config)
     for trial in range(500):
         for w in ws:
@@ -219,7 +219,7 @@ def test_affinity_never_above_bound_when_a_worker_below_exists() -> None:
         for w in ws:
             w.in_flight = rng.choice((0, 0, 1, 2, 5, 20))
         total = sum(w.in_flight for w in ws)
-        bound = math.ceil(config.affinity_load_factor * (total + 1) / len(ws))
+        bound = math.ceil(config.load_factor * (total + 1) / len(ws))
         chosen = loaded.select(ws, keyed(key))
         if preferred.in_flight + 1 <= bound:
             assert chosen is preferred  # no spill while the preferred one fits
@@ -294,7 +294,7 @@ def test_cache_aware_imbalance_sends_to_least_loaded() -> None:
 
 
 def test_cache_aware_lru_bound_evicts_oldest() -> None:
-    config = PolicyConfig(cache_block_chars=16, cache_max_blocks=10)
+    config = CacheAwareConfig(block_chars=16, max_blocks=10)
     policy = CacheAware(config)
     w0, w1 = make_workers(2)
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from common.settings_io import SettingsError
 from router.settings import RouterSettings
 from services.genrm_server.settings import ServerSettings
-from services.settings_io import SettingsError
 
 
 def _genrm(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from router.policies.affinity import Affinity
-from router.policies.base import Policy, PolicyConfig
-from router.policies.cache_aware import CacheAware
+from router.policies.affinity import Affinity, AffinityConfig
+from router.policies.base import Policy, PolicyConfig, WorkerView
+from router.policies.cache_aware import CacheAware, CacheAwareConfig
 from router.policies.least_outstanding import LeastOutstanding
 from router.policies.power_of_two import PowerOfTwo
 from router.policies.round_robin import RoundRobin
@@ -19,8 +19,11 @@ POLICIES: dict[str, type[Policy]] = {
 }
 
 
-def create_policy(name: str, config: PolicyConfig | None = None) -> Policy:
-    return POLICIES[name](config)
+def create_policy(name: str, settings: object | None = None) -> Policy:
+    """The policy ``name`` with its own settings read from the router ``settings`` (its defaults without)."""
+    cls = POLICIES[name]
+    return cls(cls.config_from(settings) if settings is not None else None)
 
 
-__all__ = ["POLICIES", "Policy", "PolicyConfig", "RequestInfo", "create_policy"]
+__all__ = ["POLICIES", "AffinityConfig", "CacheAwareConfig", "Policy", "PolicyConfig", "RequestInfo", "WorkerView",
+           "create_policy"]

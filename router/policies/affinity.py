@@ -6,18 +6,12 @@ a worker moves only that worker's share of keys. A worker already above
 ``ceil(load_factor × (total in flight + 1) / n)`` is skipped for the next one clockwise on the ring,
 so a hot key cannot pile up on one worker while the others idle.
 
-That bound alone splits GRPO groups: a trainer sends a group's 8 samples at once, and at the start of a
-burst the total in flight is small, so the bound is 1 or 2 and the second member already spills. On vLLM
-(``bench/vllm_bench.py``, 256 in flight) that scattered groups (68% prefix hits where 77% were possible)
-and left the load uneven (80/78/58/40 requests). So the bound places *keys*, not requests: the first
-request of a key picks its worker as above and the choice is remembered (an LRU of ``_PLACED_KEPT``
-keys); later requests of the key follow it while that worker stays at or below
-``bound + affinity_group_cap``, and only past that spill (a hot key still cannot pile up). Balance
-is then kept group by group, and a group's prefix is computed once.
-
-A reward batch is placed by the bound alone and not remembered: it holds whole groups, so nothing of its
-key comes later to keep together. Remembering it let a trainer's repeated chunk keys (the same prompts
-again) keep the first burst's split, 9 chunks against 7, with the slack of 16 whole chunks never reached.
+The bound alone would split GRPO groups: at the start of a burst the total in flight is small, so a group's
+second member already spills. So the bound places *keys*, not requests: the first request of a key picks its
+worker as above and the choice is remembered (an LRU of ``_PLACED_KEPT`` keys); later requests of the key
+follow it while that worker stays at or below ``bound + group_cap``, and only past that spill (a hot key
+still cannot pile up). A reward batch holds whole groups, so it is placed by the bound alone and not
+remembered: nothing of its key comes later to keep together. (Measurements: docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -27,9 +21,11 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from router.policies.base import Policy, PolicyConfig
-from router.request_info import RequestInfo, stable_hash
-from router.workers import Worker
+from pydantic import Field
+
+from common.hashing import stable_hash
+from router.policies.base import Policy, PolicyConfig, W, WorkerView
+from router.request_info import RequestInfo
 
 # Rings kept at once: the eligible set flips between "all" and "all but the ones at their cap",
 # so keep a few rather than only the last.
@@ -42,10 +38,24 @@ _MASK = (1 << _SHIFT) - 1
 _PLACED_KEPT = 65536
 
 
+class AffinityConfig(PolicyConfig):
+    load_factor: float = Field(
+        1.0, ge=1.0, description="Bounded load: a new affinity key skips a worker above this × the mean load "
+        "(1.0: groups stay whole and balanced, since a placed key's later requests have group_cap of slack)."
+    )
+    vnodes: int = Field(160, ge=1, description="Virtual nodes per worker on the affinity hash ring.")
+    group_cap: int = Field(
+        16, ge=0, description="A placed key's later requests follow it while its worker is within the bound "
+        "plus this many in flight."
+    )
+
+
 class Affinity(Policy):
     name = "affinity"
+    Config = AffinityConfig
+    settings_prefix = "affinity_"
 
-    def __init__(self, config: PolicyConfig | None = None) -> None:
+    def __init__(self, config: AffinityConfig | None = None) -> None:
         super().__init__(config)
         self._rings: dict[tuple[str, ...], list[int]] = {}  # tuple of urls in the order passed -> packed ring
         # url -> its sorted vnode positions: hashing is most of a ring's cost, and a new subset reuses them.
@@ -58,7 +68,7 @@ class Affinity(Policy):
             vnodes = self._vnodes
             if len(vnodes) > 4096:  # workers come and go over days; don't keep every url ever seen
                 vnodes.clear()
-            count = max(1, self.config.affinity_vnodes)
+            count = max(1, self.config.vnodes)
             ring = []
             for idx, url in enumerate(urls):
                 points = vnodes.get(url)
@@ -72,7 +82,7 @@ class Affinity(Policy):
             self._rings[urls] = ring
         return ring
 
-    def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
+    def select(self, workers: Sequence[W], request: RequestInfo) -> W:
         self.decisions += 1
         n = len(workers)
         if n == 1:
@@ -81,13 +91,13 @@ class Affinity(Policy):
         for w in workers:
             total += w.in_flight
         # Taking this request must leave the worker at or below the bound: in_flight + 1 <= bound.
-        bound = math.ceil(self.config.affinity_load_factor * (total + 1) / n)
+        bound = math.ceil(self.config.load_factor * (total + 1) / n)
         key = request.affinity_hash
         if request.whole_groups:
             return self._place(workers, key, bound)
         url = self._placed.get(key)
         if url is not None:
-            cap = bound + self.config.affinity_group_cap  # room for the rest of a group placed near the bound
+            cap = bound + self.config.group_cap  # room for the rest of a group placed near the bound
             for w in workers:  # the key's worker, if still eligible (ejected/draining ones are not passed)
                 if w.url == url:
                     if (w.in_flight + 1) * w.slowness <= cap:
@@ -101,7 +111,7 @@ class Affinity(Policy):
             self._placed.popitem(last=False)
         return chosen
 
-    def _place(self, workers: Sequence[Worker], key: int, bound: int) -> Worker:
+    def _place(self, workers: Sequence[W], key: int, bound: int) -> W:
         """Consistent hashing with bounded load: the key's worker on the ring, else the next that fits."""
         ring = self._ring(tuple(w.url for w in workers))
         m = len(ring)
@@ -122,5 +132,5 @@ class Affinity(Policy):
         return min(workers, key=_load)
 
 
-def _load(w: Worker) -> float:
+def _load(w: WorkerView) -> float:
     return (w.in_flight + 1) * w.slowness

@@ -1,44 +1,55 @@
 """The policy interface: given the eligible workers and the request, pick one. Nothing else.
 
-Policies see only :class:`~router.workers.Worker` state (``in_flight``, ``url``) and the lazily
-parsed :class:`~router.request_info.RequestInfo`. The router passes only available workers, never
-an empty list, and owns all in-flight accounting.
+Policies see a worker only through :class:`WorkerView` (``url``, ``in_flight``, ``slowness``), as sgl's ``Worker``
+trait and Ray Serve's ``RunningReplica`` do, and the request through the lazily parsed
+:class:`~router.request_info.RequestInfo`. The router passes only available workers, never an empty list, and
+owns all in-flight accounting. A policy with knobs declares them as its own ``Config``; each becomes the router
+setting ``<settings_prefix><field>`` (flag, env var, YAML, Helm value), see ``router/settings.py``.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 from router.request_info import RequestInfo
-from router.workers import Worker
 
 
-@dataclass(frozen=True)
-class PolicyConfig:
-    """Tuning knobs of the policies that have any (from the router settings)."""
+class WorkerView(Protocol):
+    """What a policy may read of a worker."""
 
-    # Bounded load for placing a new key: a worker above this × mean spills to the next. 1.0 (the mean) since
-    # a placed key's later requests have their own slack (affinity_group_cap): groups stay whole and balanced.
-    affinity_load_factor: float = 1.0
-    affinity_vnodes: int = 160  # virtual nodes per worker on the hash ring
-    affinity_group_cap: int = 16  # a placed key's later requests follow it up to bound + this in flight
-    cache_block_chars: int = 64  # prefix-tree granularity
-    cache_max_blocks: int = 65536  # per worker, LRU-evicted past this
-    cache_match_threshold: float = 0.1  # below this fraction of the prompt matched, balance load instead
-    cache_balance_abs: int = 8  # imbalance = max - min load above this ...
-    cache_balance_rel: float = 1.5  # ... and max load above this × min load
+    url: str  # a stable identity (the ring and the cache trees key on it)
+    in_flight: int
+    slowness: float  # > 1 for a straggler: its load weighs this much more
+
+
+W = TypeVar("W", bound=WorkerView)
+
+
+class PolicyConfig(BaseModel):
+    """Base of a policy's own settings (none by default)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Policy(abc.ABC):
-    name: str
+    name: ClassVar[str]
+    Config: ClassVar[type[PolicyConfig]] = PolicyConfig
+    settings_prefix: ClassVar[str] = ""  # its settings are the router settings named prefix + field
 
     def __init__(self, config: PolicyConfig | None = None):
-        self.config = config or PolicyConfig()
+        self.config: Any = config if config is not None else self.Config()
         self.spills = 0  # requests not sent to the preferred worker (affinity/cache_aware)
         self.decisions = 0
 
+    @classmethod
+    def config_from(cls, settings: object) -> PolicyConfig:
+        """This policy's config read from the router settings."""
+        return cls.Config(**{name: getattr(settings, cls.settings_prefix + name) for name in cls.Config.model_fields})
+
     @abc.abstractmethod
-    def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
+    def select(self, workers: Sequence[W], request: RequestInfo) -> W:
         """Return one of ``workers`` (never empty)."""

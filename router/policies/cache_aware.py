@@ -20,15 +20,29 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from router.policies.base import Policy, PolicyConfig
+from pydantic import Field
+
+from router.policies.base import Policy, PolicyConfig, W
 from router.request_info import RequestInfo
-from router.workers import Worker
+
+
+class CacheAwareConfig(PolicyConfig):
+    block_chars: int = Field(64, ge=1, description="cache_aware: prompt characters per block of the prefix tree.")
+    max_blocks: int = Field(65536, ge=1, description="cache_aware: blocks remembered per worker (LRU past it).")
+    match_threshold: float = Field(
+        0.1, ge=0, le=1, description="cache_aware: below this fraction of the prompt matched, balance load instead."
+    )
+    balance_abs: int = Field(8, ge=0, description="cache_aware: load is imbalanced when max - min in flight is "
+                             "above this ...")
+    balance_rel: float = Field(1.5, ge=1, description="cache_aware: ... and max is above this × min.")
 
 
 class CacheAware(Policy):
     name = "cache_aware"
+    Config = CacheAwareConfig
+    settings_prefix = "cache_"
 
-    def __init__(self, config: PolicyConfig | None = None) -> None:
+    def __init__(self, config: CacheAwareConfig | None = None) -> None:
         super().__init__(config)
         # A worker at its in-flight cap drops out of the eligible set for a moment; forgetting its tree
         # then would lose its cache exactly under load, so a url is forgotten only after this long absent.
@@ -43,7 +57,7 @@ class CacheAware(Policy):
         tree = self._trees.get(url)
         return len(tree) if tree is not None else 0
 
-    def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
+    def select(self, workers: Sequence[W], request: RequestInfo) -> W:
         self.decisions += 1
         urls = tuple(w.url for w in workers)
         if urls != self._urls:
@@ -60,7 +74,7 @@ class CacheAware(Policy):
         text = request.text
         if not text:
             return self._rotate([w for w in workers if w.in_flight == low])
-        step = cfg.cache_block_chars or 64  # 0 would make range() raise on every request
+        step = cfg.block_chars
         h = 0
         chain = []
         for i in range(0, len(text), step):
@@ -81,9 +95,9 @@ class CacheAware(Policy):
             matches.append(k)
             if k > best:
                 best = k
-        matched = best > 0 and best >= cfg.cache_match_threshold * len(chain)
+        matched = best > 0 and best >= cfg.match_threshold * len(chain)
 
-        if high - low > cfg.cache_balance_abs and high > cfg.cache_balance_rel * low:
+        if high - low > cfg.balance_abs and high > cfg.balance_rel * low:
             # Imbalanced: least loaded; among those, the best cache hit still wins.
             top = max(m for w, m in zip(workers, matches, strict=True) if w.in_flight == low)
             chosen = self._rotate([w for w, m in zip(workers, matches, strict=True) if w.in_flight == low and m == top])
@@ -99,7 +113,7 @@ class CacheAware(Policy):
         self._insert(chosen.url, chain)
         return chosen
 
-    def _rotate(self, tied: list[Worker]) -> Worker:
+    def _rotate(self, tied: list[W]) -> W:
         return tied[0] if len(tied) == 1 else tied[next(self._turn) % len(tied)]
 
     def _insert(self, url: str, chain: list[int]) -> None:
@@ -115,7 +129,7 @@ class CacheAware(Policy):
             else:
                 tree[h] = None
         evict = tree.popitem
-        for _ in range(len(tree) - self.config.cache_max_blocks):
+        for _ in range(len(tree) - self.config.max_blocks):
             evict(last=False)
 
     def _membership_changed(self, urls: tuple[str, ...]) -> None:

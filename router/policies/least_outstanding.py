@@ -9,9 +9,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from router.policies.base import Policy, PolicyConfig
+from router.policies.base import Policy, PolicyConfig, W
 from router.request_info import RequestInfo
-from router.workers import Worker
 
 
 class LeastOutstanding(Policy):
@@ -21,7 +20,7 @@ class LeastOutstanding(Policy):
         super().__init__(config)
         self._turn = itertools.count()
 
-    def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
+    def select(self, workers: Sequence[W], request: RequestInfo) -> W:
         self.decisions += 1
         low = min((w.in_flight + 1) * w.slowness for w in workers)
         tied = [w for w in workers if (w.in_flight + 1) * w.slowness == low]

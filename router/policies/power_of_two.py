@@ -9,9 +9,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from router.policies.base import Policy, PolicyConfig
+from router.policies.base import Policy, PolicyConfig, W
 from router.request_info import RequestInfo
-from router.workers import Worker
 
 
 class PowerOfTwo(Policy):
@@ -21,7 +20,7 @@ class PowerOfTwo(Policy):
         super().__init__(config)
         self._randrange = random.Random().randrange  # own stream: seeding the global one elsewhere cannot skew us
 
-    def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
+    def select(self, workers: Sequence[W], request: RequestInfo) -> W:
         self.decisions += 1
         n = len(workers)
         if n == 1:

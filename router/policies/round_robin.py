@@ -8,9 +8,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from router.policies.base import Policy, PolicyConfig
+from router.policies.base import Policy, PolicyConfig, W
 from router.request_info import RequestInfo
-from router.workers import Worker
 
 
 class RoundRobin(Policy):
@@ -20,7 +19,7 @@ class RoundRobin(Policy):
         super().__init__(config)
         self._turn = itertools.count()
 
-    def select(self, workers: Sequence[Worker], request: RequestInfo) -> Worker:
+    def select(self, workers: Sequence[W], request: RequestInfo) -> W:
         self.decisions += 1
         # The eligible list may shrink or grow between calls; modulo keeps the index valid either way.
         return workers[next(self._turn) % len(workers)]

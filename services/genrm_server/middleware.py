@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from common.api_keys import KeyRing
 from trainer_client.protocol import error_body
 
 Scope = dict[str, Any]
@@ -20,13 +21,11 @@ async def send_error(send: Any, status: int, message: str, param: str | None = N
 
 class ApiKeys:
     """With keys set, every route but the probes answers 401 unless ``Authorization: Bearer <key>`` matches
-    (constant-time compare, ``router.auth.KeyRing``). Keys are never logged."""
+    (constant-time compare, ``common.api_keys.KeyRing``). Keys are never logged."""
 
     open_paths = frozenset({"/health", "/ready"})
 
     def __init__(self, app: Any, keys: list[str]):
-        from router.auth import KeyRing
-
         self.app, self.keys = app, KeyRing(keys, [])
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from services.settings_io import LIST_NOTE, ComponentSettings, split_list
+from common.settings_io import LIST_NOTE, ComponentSettings, split_list
 
 
 class ServerSettings(ComponentSettings):

@@ -15,13 +15,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from common.settings_io import overrides_from_args
 from router.discovery import parse_dns_target
 from router.policies import POLICIES
 from router.settings import RouterSettings
 from services.cli import build_parser
 from services.genrm_server.recipes.custom import CustomRecipeSpec, load_custom_recipes
 from services.genrm_server.settings import ServerSettings
-from services.settings_io import overrides_from_args
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (pip install -e '.[deploy-test]')")
 
@@ -583,3 +583,22 @@ def test_schema_matches_the_code(chart: Any) -> None:
     recipe = schema["properties"]["recipes"]["items"]
     assert set(recipe["properties"]) == set(CustomRecipeSpec.model_fields)
     assert set(recipe["required"]) == {n for n, f in CustomRecipeSpec.model_fields.items() if f.is_required()}
+
+
+def test_policy_settings_are_the_policies_own(chart: Any, rendered: Rendered,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every policy setting is a Helm value with the code's default, and reaches the router as that setting."""
+    expected = {f"{p.settings_prefix}{n}": f.default for p in POLICIES.values() for n, f in p.Config.model_fields.items()}
+    values = chart.values["router"]["policySettings"]
+    schema = chart.schema["properties"]["router"]["properties"]["policySettings"]["properties"]
+    as_names = {_snake(k): v for k, v in values.items()}
+    assert as_names == expected
+    assert {_snake(k) for k in schema} == set(expected)
+    container = rendered.container("router")
+    settings = _settings(RouterSettings, container["args"], _env(container, _secrets(rendered)), monkeypatch)
+    for camel, value in rendered.values["router"]["policySettings"].items():
+        assert getattr(settings, _snake(camel)) == value
+
+
+def _snake(camel: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)

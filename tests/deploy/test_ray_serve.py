@@ -19,7 +19,6 @@ import pytest
 pytest.importorskip("ray.serve")
 
 from router.policies.affinity import Affinity
-from router.policies.base import PolicyConfig
 from services.ray_serve import RayServeArgs, app_builder, build_app, rank_replicas
 
 APP = "genrm"
@@ -34,7 +33,7 @@ def _replica(name: str) -> SimpleNamespace:
 
 
 def test_rank_replicas_pins_a_key_and_bounds_the_load():
-    policy = Affinity(PolicyConfig())
+    policy = Affinity()
     replicas = [_replica(f"r{i}") for i in range(4)]
     idle = {r.replica_id.unique_id: 0 for r in replicas}
 
@@ -58,7 +57,7 @@ def test_rank_replicas_pins_a_key_and_bounds_the_load():
 
 def test_rank_replicas_places_a_reward_batch_by_the_bound_alone():
     """A sub-batch holds whole groups: past the bound it goes elsewhere, and its key is not held there."""
-    policy = Affinity(PolicyConfig())
+    policy = Affinity()
     replicas = [_replica(f"r{i}") for i in range(2)]
 
     def first(load: dict[str, int]) -> str:
