@@ -109,6 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from router.settings import RouterSettings
+    from services.genrm_server.engines.registry import ENGINES, engines_help
     from services.genrm_server.settings import ServerSettings
 
     parser = argparse.ArgumentParser(
@@ -139,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Local model directory; default: the embedded tiny random model (meaningless judgments).")
     p.add_argument("--port", type=int, default=0, help="Router port [default: a free port].")
     p.add_argument("--host", default="127.0.0.1", help="Address for all processes [default: 127.0.0.1].")
-    p.add_argument("--engine", choices=["transformers", "openai", "vllm"], default=None,
-                   help="Server engine [default: transformers].")
+    p.add_argument("--engine", choices=list(ENGINES), default=None,
+                   help=f"Server engine: {engines_help()} [default: {ServerSettings.model_fields['engine'].default}].")
     p.add_argument("--upstream-url", default=None, help="openai engine: upstream base URL.")
     p.add_argument("--policy", default=None, help="Router policy [default: least_outstanding].")
     p.add_argument("--ready-timeout", type=float, default=300.0, help="Seconds to wait for readiness.")

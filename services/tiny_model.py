@@ -8,8 +8,9 @@ with a ChatML chat template. Its judgments are meaningless noise; point ``--mode
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from services.genrm_server.model_marker import has_marker, write_marker
 
 WARNING = (
     "tiny random-weight model: its outputs and judgments are meaningless; pass --model DIR with a "
@@ -112,9 +113,9 @@ def write_tiny_model(
         model = LlamaForCausalLM(config)
         model.generation_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(out)
-    (out / "GENRM_TINY_MODEL.json").write_text(json.dumps({"warning": WARNING, "seed": seed}, indent=2) + "\n")
+    write_marker(out, WARNING, seed=seed)  # the server logs WARNING when it loads this directory
     return out
 
 
 def is_tiny_model(model_dir: str | Path | None) -> bool:
-    return model_dir is not None and (Path(model_dir) / "GENRM_TINY_MODEL.json").is_file()
+    return has_marker(model_dir)

@@ -21,10 +21,9 @@ from services.genrm_server.engines import Engine, create_engine
 from services.genrm_server.errors import install_error_handlers
 from services.genrm_server.metrics import ServerMetrics
 from services.genrm_server.middleware import ApiKeys, BodySizeLimit, RequestMetrics
+from services.genrm_server.model_marker import marker_warning
 from services.genrm_server.reward_service import RewardService
 from services.genrm_server.settings import ServerSettings
-from services.tiny_model import WARNING as TINY_WARNING
-from services.tiny_model import is_tiny_model
 from trainer_client.protocol import error_body
 
 log = logging.getLogger("genrm.server")
@@ -39,8 +38,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if is_tiny_model(settings.model):
-            log.warning("%s", TINY_WARNING)
+        if warning := marker_warning(settings.model):
+            log.warning("%s", warning)
         await engine.start()
         # The model, torch and transformers are a million long-lived objects: keep every full collection
         # (triggered by request garbage, e.g. a batch's thousands of samples) from walking them again.

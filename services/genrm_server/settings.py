@@ -8,6 +8,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings_io import LIST_NOTE, ComponentSettings, split_list
+from services.genrm_server.engines.registry import ENGINES, EngineName, engines_help, engines_needing
 
 
 class ServerSettings(ComponentSettings):
@@ -16,11 +17,10 @@ class ServerSettings(ComponentSettings):
 
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 = any free port).")
-    engine: Literal["transformers", "openai", "vllm"] = Field(
-        "transformers", description="How text is generated: in-process transformers, an upstream, or vLLM."
-    )
+    engine: EngineName = Field("transformers", description=f"How text is generated: {engines_help()}.")
     model: str | None = Field(
-        None, description="Local model directory (transformers/vllm engines). Nothing is downloaded."
+        None,
+        description=f"Local model directory ({'/'.join(engines_needing('model'))} engines). Nothing is downloaded.",
     )
     served_model_name: str | None = Field(
         None, description="Name clients use in `model`; default: the directory name or upstream's model."
@@ -121,8 +121,7 @@ class ServerSettings(ComponentSettings):
 
     @model_validator(mode="after")
     def _engine_needs(self) -> ServerSettings:
-        if self.engine in ("transformers", "vllm") and not self.model:
-            raise ValueError(f"engine '{self.engine}' needs `model` (a local model directory)")
-        if self.engine == "openai" and not self.upstream_url:
-            raise ValueError("engine 'openai' needs `upstream_url`")
+        for name, what in ENGINES[self.engine].needs.items():
+            if not getattr(self, name):
+                raise ValueError(f"engine '{self.engine}' needs `{name}` ({what})")
         return self

@@ -1,8 +1,6 @@
-"""Engines: how text is generated. One module each, one interface (:class:`Engine`), a registry."""
+"""Engines: how text is generated. One module each, one interface (:class:`Engine`), a registry (``registry.py``)."""
 
 from __future__ import annotations
-
-import importlib
 
 from services.genrm_server.engines.base import (
     Delta,
@@ -13,20 +11,7 @@ from services.genrm_server.engines.base import (
     GenerationInput,
     SamplingParams,
 )
-from services.genrm_server.settings import ServerSettings
-
-# name -> "module:Class"; imported on demand so torch/vllm load only for the engine in use.
-ENGINES = {
-    "transformers": "services.genrm_server.engines.transformers_engine:TransformersEngine",
-    "openai": "services.genrm_server.engines.openai_engine:OpenAIEngine",
-    "vllm": "services.genrm_server.engines.vllm_engine:VLLMEngine",
-}
-
-
-def create_engine(settings: ServerSettings) -> Engine:
-    module, cls = ENGINES[settings.engine].split(":")
-    return getattr(importlib.import_module(module), cls)(settings)
-
+from services.genrm_server.engines.registry import ENGINES, EngineSpec, create_engine
 
 __all__ = [
     "ENGINES",
@@ -34,6 +19,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineInputError",
+    "EngineSpec",
     "EngineUnavailable",
     "GenerationInput",
     "SamplingParams",
