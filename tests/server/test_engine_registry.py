@@ -7,11 +7,11 @@ import typing
 
 import pytest
 
+from common.settings_io import SettingsError
 from services.cli import build_parser
 from services.genrm_server.engines import Engine
 from services.genrm_server.engines.registry import ENGINES
 from services.genrm_server.settings import ServerSettings
-from services.settings_io import SettingsError
 
 
 @pytest.mark.parametrize("name", list(ENGINES))
