@@ -588,7 +588,8 @@ def test_schema_matches_the_code(chart: Any) -> None:
 def test_policy_settings_are_the_policies_own(chart: Any, rendered: Rendered,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Every policy setting is a Helm value with the code's default, and reaches the router as that setting."""
-    expected = {f"{p.settings_prefix}{n}": f.default for p in POLICIES.values() for n, f in p.Config.model_fields.items()}
+    expected = {f"{p.settings_prefix}{n}": f.default
+                for p in POLICIES.values() for n, f in p.Config.model_fields.items()}
     values = chart.values["router"]["policySettings"]
     schema = chart.schema["properties"]["router"]["properties"]["policySettings"]["properties"]
     as_names = {_snake(k): v for k, v in values.items()}
