@@ -16,10 +16,16 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import yaml
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, YamlConfigSettingsSource
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
 
-_yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("genrm_yaml_file", default=None)
+# The YAML section of the settings being loaded (a context variable: pydantic-settings asks for its sources
+# inside the model's constructor, after ``load`` has read the file).
+_yaml_section: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("genrm_yaml", default=None)
+# The sections of a settings file, one per component; any other top-level key is a typo. Fixed here rather
+# than collected from the loaded classes: a router process never imports the server's settings.
+SECTIONS = frozenset({"server", "router"})
 
 S = TypeVar("S", bound="ComponentSettings")
 
@@ -33,6 +39,11 @@ class ComponentSettings(BaseSettings):
 
     yaml_section: ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.yaml_section and cls.yaml_section not in SECTIONS:
+            raise TypeError(f"{cls.__name__}: yaml_section {cls.yaml_section!r} is not one of {sorted(SECTIONS)}")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -43,26 +54,52 @@ class ComponentSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _yaml_file.get()
-        if path is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path, yaml_config_section=cls.yaml_section))
+        section = _yaml_section.get()
+        if section:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=section))
         return tuple(sources)
 
     @classmethod
     def load(cls: type[S], config_file: str | Path | None = None, **overrides: Any) -> S:
         """Validate settings from all sources; raise :class:`SettingsError` naming bad fields."""
-        path = Path(config_file) if config_file else None
-        if path is not None and not path.is_file():
-            raise SettingsError(f"config file not found: {path}")
-        token = _yaml_file.set(path)
+        section = _read_section(Path(config_file), cls.yaml_section) if config_file else None
+        token = _yaml_section.set(section)
         try:
             return cls(**overrides)
         except ValidationError as exc:
             raise SettingsError(_describe(cls, exc)) from None
-        except (KeyError, TypeError, ValueError) as exc:  # e.g. a YAML file without the section
-            raise SettingsError(f"config file {path}: {exc}") from None
         finally:
-            _yaml_file.reset(token)
+            _yaml_section.reset(token)
+
+
+def _read_section(path: Path, name: str) -> dict[str, Any]:
+    """The ``name:`` section of a YAML settings file; a file without it means defaults."""
+    if not path.is_file():
+        raise SettingsError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SettingsError(f"config file {path}: YAML syntax error{where}: {exc.problem or exc.context}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config file {path}: not readable as YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path}: the top level must be a mapping of sections "
+                            f"({', '.join(sorted(SECTIONS))}), got {type(data).__name__}")
+    unknown = sorted(str(k) for k in data if k not in SECTIONS)
+    if unknown:
+        raise SettingsError(f"config file {path}: unknown section(s) {', '.join(unknown)}; "
+                            f"sections are {', '.join(sorted(SECTIONS))}")
+    section = data.get(name)
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise SettingsError(f"config file {path}: section '{name}' must be a mapping of settings, "
+                            f"got {type(section).__name__}")
+    return section
 
 
 def _describe(cls: type[ComponentSettings], exc: ValidationError) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import ssl
 
 import uvloop
@@ -20,7 +21,8 @@ from router.settings import RouterSettings
 log = logging.getLogger("genrm.router")
 
 
-async def serve(settings: RouterSettings, grace_s: float = 10.0) -> None:
+async def serve(settings: RouterSettings, sock: socket.socket, grace_s: float = 10.0) -> int:
+    """Serve on ``sock`` (bound by the caller) until SIGTERM/SIGINT; return the signal that stopped it."""
     loop = asyncio.get_running_loop()
     app = RouterApp(settings, loop)
     context = None
@@ -28,8 +30,7 @@ async def serve(settings: RouterSettings, grace_s: float = 10.0) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
     await app.start()
-    server = await loop.create_server(app.connection, settings.host, settings.port, ssl=context, backlog=4096,
-                                      reuse_address=True)
+    server = await loop.create_server(app.connection, sock=sock, ssl=context, backlog=4096)
     # Start-up objects (modules, settings, pools) never die: keep full collections from walking them.
     gc.freeze()
     host, port = server.sockets[0].getsockname()[:2]
@@ -37,8 +38,14 @@ async def serve(settings: RouterSettings, grace_s: float = 10.0) -> None:
     scheme = "https" if context else "http"
     log.info("router listening on %s://%s:%d", scheme, host, port)
     stop = asyncio.Event()
+    received = [0]
+
+    def on_signal(signum: int) -> None:
+        received[0] = received[0] or signum
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await stop.wait()
         log.info("router stopping: %d requests in flight", app.busy())
@@ -51,7 +58,10 @@ async def serve(settings: RouterSettings, grace_s: float = 10.0) -> None:
                 conn.transport.close()
     finally:
         await app.stop()
+    return received[0]
 
 
-def run(settings: RouterSettings) -> None:
-    uvloop.run(serve(settings))
+def run(settings: RouterSettings, sock: socket.socket) -> int:
+    """Run the router on ``sock``; the exit status: 130 after Ctrl-C (SIGINT), 0 after SIGTERM."""
+    signum = uvloop.run(serve(settings, sock))
+    return 128 + signum if signum == signal.SIGINT else 0

@@ -40,19 +40,28 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from services.genrm_server.app import create_app
+    from common.listen import bind_listener
+    from services.genrm_server.engines.registry import ENGINES
+    from services.genrm_server.model_dir import model_dir_problem
     from services.genrm_server.settings import ServerSettings
 
     settings = ServerSettings.load(args.config, **overrides_from_args(args, ServerSettings))
+    if "model" in ENGINES[settings.engine].needs and (problem := model_dir_problem(settings.model or "")):
+        raise SettingsError(f"invalid setting 'model' (--model, GENRM_SERVER_MODEL): {problem}")
+    sock = bind_listener(settings.host, settings.port, env="GENRM_SERVER_PORT")  # before the model loads
     _setup_logging(settings.log_level)
+    from services.genrm_server.app import create_app
+
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.log_level == "debug", timeout_graceful_shutdown=10,
-                ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=settings.log_level == "debug", timeout_graceful_shutdown=10,
+                            ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
+    uvicorn.Server(config).run(sockets=[sock])  # re-raises a stop signal once stopped: Ctrl-C exits 130
     return 0
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    from common.listen import bind_listener
     from router.server import run
     from router.settings import RouterSettings
 
@@ -60,22 +69,31 @@ def cmd_route(args: argparse.Namespace) -> int:
     if not settings.workers and not settings.discovery_dns:
         raise SettingsError("invalid setting 'workers' (--workers, GENRM_ROUTER_WORKERS): at least one worker URL "
                             "or a DNS name to discover them (--discovery-dns)")
+    sock = bind_listener(settings.host, settings.port, env="GENRM_ROUTER_PORT")
     _setup_logging(settings.log_level)
-    run(settings)
-    return 0
+    return run(settings, sock)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from common.listen import check_port_free
     from services.local_stack import LocalStack, StackError, run_forever
 
+    if args.model is not None and (args.engine or "transformers") != "openai":
+        from services.genrm_server.model_dir import model_dir_problem
+
+        if problem := model_dir_problem(args.model):
+            raise SettingsError(f"invalid setting 'model' (--model): {problem}")
+    if args.port:
+        check_port_free(args.host, args.port)
     _setup_logging(args.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls are not news
     server_args = ["--engine", args.engine] if args.engine else []
     if args.upstream_url:
         server_args += ["--upstream-url", args.upstream_url]
     stack = LocalStack(
         args.replicas, args.model, host=args.host, router_port=args.port, config_file=args.config,
         server_args=server_args, router_args=["--policy", args.policy] if args.policy else [],
-        ready_timeout_s=args.ready_timeout,
+        ready_timeout_s=args.ready_timeout, child_log_level="info" if args.log_level == "debug" else "warning",
     )
     if args.model is None:
         logging.getLogger("genrm.up").warning(
@@ -107,6 +125,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(replicas=args.replicas, model=args.model, judge_max_tokens=args.judge_max_tokens)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from router.settings import RouterSettings
     from services.genrm_server.engines.registry import ENGINES, engines_help
@@ -135,17 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start N GenRM servers and a router as child processes on 127.0.0.1, wait until all are "
         "ready, print 'router ready: URL', and stop everything on Ctrl-C/SIGTERM or when a child dies.",
     )
-    p.add_argument("--replicas", type=int, default=2, help="GenRM server processes [default: 2].")
+    p.add_argument("--replicas", type=_positive_int, default=2, help="GenRM server processes [default: 2].")
     p.add_argument("--model", default=None,
                    help="Local model directory; default: the embedded tiny random model (meaningless judgments).")
-    p.add_argument("--port", type=int, default=0, help="Router port [default: a free port].")
+    p.add_argument("--port", type=int, default=9000, help="Router port; 0 = a free port [default: 9000].")
     p.add_argument("--host", default="127.0.0.1", help="Address for all processes [default: 127.0.0.1].")
     p.add_argument("--engine", choices=list(ENGINES), default=None,
                    help=f"Server engine: {engines_help()} [default: {ServerSettings.model_fields['engine'].default}].")
     p.add_argument("--upstream-url", default=None, help="openai engine: upstream base URL.")
     p.add_argument("--policy", default=None, help="Router policy [default: least_outstanding].")
-    p.add_argument("--ready-timeout", type=float, default=300.0, help="Seconds to wait for readiness.")
-    p.add_argument("--log-level", default="info", help="Log level of `up` itself.")
+    p.add_argument("--ready-timeout", type=float, default=300.0,
+                   help="Seconds to wait for every process to be ready [default: 300].")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="Log level of `up` itself; the servers and the router log warnings and errors only, "
+                   "everything at debug [default: info].")
     _config_arg(p)
     p.set_defaults(func=cmd_up)
 

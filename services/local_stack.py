@@ -22,7 +22,7 @@ import httpx
 
 log = logging.getLogger("genrm.up")
 
-READY_LINE = "router ready: {url}"
+READY_LINE = "router ready: {url} ({servers} servers; started in {seconds:.1f}s)"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -108,7 +108,7 @@ def spawn(name: str, url: str, args: list[str], *, config_file: str | Path | Non
         cmd, stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
         start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
-    log.info("started %s (pid %d): %s", name, process.pid, url)
+    log.debug("started %s (pid %d): %s", name, process.pid, url)
     return Child(name, url, process, log_path, log_file)
 
 
@@ -140,7 +140,10 @@ class LocalStack:
         router_args: list[str] | None = None,
         ready_timeout_s: float = 180.0,
         log_dir: str | Path | None = None,
+        child_log_level: str | None = None,
     ):
+        """``child_log_level``: passed to every child as ``--log-level`` (``genrm up`` keeps them to warnings, so
+        the terminal shows the router's URL, not each server's)."""
         self.replicas, self.host = replicas, host
         self.model = str(model) if model else None
         self.router_port = router_port or free_port(host)
@@ -148,6 +151,7 @@ class LocalStack:
         self.server_args, self.router_args = server_args or [], router_args or []
         self.ready_timeout_s = ready_timeout_s
         self.log_dir = Path(log_dir) if log_dir else None
+        self.child_args = ["--log-level", child_log_level] if child_log_level else []
         self.servers: list[Child] = []
         self.router: Child | None = None
 
@@ -168,14 +172,14 @@ class LocalStack:
                 # Replicas split the CPU cores (later --torch-threads in server_args still wins).
                 threads = str(max(1, (os.cpu_count() or 1) // self.replicas))
                 args = ["serve", "--host", self.host, "--port", str(port), "--model", self.model,
-                        "--torch-threads", threads, *self.server_args]
+                        "--torch-threads", threads, *self.child_args, *self.server_args]
                 self.servers.append(self._spawn(f"server-{i}", f"http://{self.host}:{port}", args))
             deadline = time.monotonic() + self.ready_timeout_s
             for server in self.servers:
                 wait_ready(server, deadline)
             workers = [s.url for s in self.servers]
             args = ["route", "--host", self.host, "--port", str(self.router_port), "--workers", *workers,
-                    *self.router_args]
+                    *self.child_args, *self.router_args]
             self.router = self._spawn("router", self.url, args)
             wait_ready(self.router, deadline)
         except BaseException:
@@ -216,7 +220,8 @@ class _Interrupted(BaseException):
 
 
 def run_forever(stack: LocalStack) -> int:
-    """Block until SIGINT/SIGTERM or a child's death; always stop the stack. Returns an exit code."""
+    """Block until SIGINT/SIGTERM or a child's death; always stop the stack. Returns the exit status: 130 after
+    Ctrl-C (SIGINT), 0 after SIGTERM, 1 when a child died."""
     stopping = {"signal": 0, "starting": True}
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -225,14 +230,15 @@ def run_forever(stack: LocalStack) -> int:
             raise _Interrupted(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    t0 = time.monotonic()
     try:
         try:
             stack.start()
         except _Interrupted as exc:
             log.info("received %s while starting; stopping", signal.Signals(exc.signum).name)
-            return 0
+            return _status(exc.signum)
         stopping["starting"] = False
-        print(READY_LINE.format(url=stack.url), flush=True)
+        print(READY_LINE.format(url=stack.url, servers=stack.replicas, seconds=time.monotonic() - t0), flush=True)
         while not stopping["signal"]:
             dead = stack.dead_child()
             if dead is not None:
@@ -240,8 +246,12 @@ def run_forever(stack: LocalStack) -> int:
                 return 1
             time.sleep(0.2)
         log.info("received %s; stopping", signal.Signals(stopping["signal"]).name)
-        return 0
+        return _status(stopping["signal"])
     finally:
         stack.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _status(signum: int) -> int:
+    return 128 + signum if signum == signal.SIGINT else 0

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.local_stack import free_port
+
 
 def _descendants(pid: int) -> set[int]:
     children: dict[int, list[int]] = {}
@@ -41,7 +43,8 @@ def _alive(pid: int) -> bool:
 
 def _spawn_up(tiny_model: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--replicas", "2", "--model", str(tiny_model)],
+        [sys.executable, "-m", "services.cli", "up", "--replicas", "2", "--model", str(tiny_model),
+         "--port", str(free_port())],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
 
@@ -51,7 +54,7 @@ def _start_up(tiny_model: Path) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
-        if match := re.fullmatch(r"router ready: (http://127\.0\.0\.1:\d+)\n", line):
+        if match := re.fullmatch(r"router ready: (http://127\.0\.0\.1:\d+) \(2 servers; started in [\d.]+s\)\n", line):
             return proc, match.group(1)
         if not line and proc.poll() is not None:
             break
@@ -82,7 +85,7 @@ def test_up_serves_then_stops_cleanly(tiny_model, sig):
                                                               "max_tokens": 3}, timeout=30)
         assert resp.status_code == 200
         proc.send_signal(sig)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == (130 if sig == signal.SIGINT else 0)  # Ctrl-C: 128 + SIGINT
         _wait_gone(children, timeout_s=10)
     finally:
         if proc.poll() is None:
@@ -113,7 +116,7 @@ def test_ctrl_c_during_start_up_stops_at_once(tiny_model):
         children = _descendants(proc.pid)
         assert children, "no child was started"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=20) == 130
         assert "router ready" not in proc.stdout.read()
         _wait_gone(children, timeout_s=10)
     finally:

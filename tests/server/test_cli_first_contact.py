@@ -1,0 +1,181 @@
+"""A newcomer's mistakes with the real `genrm` process: each is one clear line naming the setting, exit 2.
+
+Busy ports, a missing or empty model directory, a YAML syntax error, zero replicas; a settings file with one
+section means defaults for the other; Ctrl-C exits 130; `genrm up` prints the router's URL, not the servers'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.local_stack import free_port
+
+
+def _genrm(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def _one_line(result: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit 2 and a single stderr line holding every word: no traceback, no asyncio/aiohttp warnings."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_route_on_a_busy_port_is_one_line(busy_port: int) -> None:
+    result = _genrm("route", "--workers", "http://127.0.0.1:1", "--port", str(busy_port))
+    _one_line(result, "'port'", "--port", "GENRM_ROUTER_PORT", f"127.0.0.1:{busy_port}", "address already in use")
+
+
+def test_up_on_a_busy_port_is_one_line(busy_port: int, tiny_model: Path) -> None:
+    result = _genrm("up", "--model", str(tiny_model), "--port", str(busy_port))
+    _one_line(result, "'port'", "--port", "address already in use")
+
+
+def test_serve_on_a_busy_port_fails_before_loading_the_model(busy_port: int, tiny_model: Path) -> None:
+    t0 = time.monotonic()
+    result = _genrm("serve", "--model", str(tiny_model), "--port", str(busy_port))
+    _one_line(result, "'port'", "GENRM_SERVER_PORT", "address already in use")
+    assert time.monotonic() - t0 < 20  # no model was loaded: torch is never even imported
+    assert "serving model" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "up"])
+def test_a_missing_model_directory_is_one_line(command: str, tmp_path: Path) -> None:
+    result = _genrm(command, "--model", str(tmp_path / "nonexistent"), "--port", str(free_port()))
+    _one_line(result, "'model'", "--model", "no such directory", "nothing is downloaded")
+
+
+def test_an_empty_model_directory_is_one_line(tmp_path: Path) -> None:
+    result = _genrm("serve", "--model", str(tmp_path), "--port", str(free_port()))
+    _one_line(result, "'model'", "not a model directory", "empty", "config.json")
+
+
+def test_a_model_directory_without_a_tokenizer_is_one_line(tmp_path: Path, tiny_model: Path) -> None:
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((tiny_model / name).read_bytes())
+    result = _genrm("serve", "--model", str(tmp_path), "--port", str(free_port()))
+    _one_line(result, "'model'", "no tokenizer files")
+
+
+@pytest.mark.parametrize("command", ["serve", "route"])
+def test_a_yaml_syntax_error_is_one_line(command: str, tmp_path: Path, tiny_model: Path) -> None:
+    config = tmp_path / "genrm.yaml"
+    config.write_text("server:\n  max_batch_size: [4\nrouter: {}\n")
+    extra = ["--model", str(tiny_model)] if command == "serve" else ["--workers", "http://127.0.0.1:1"]
+    result = _genrm(command, "--config", str(config), *extra)
+    _one_line(result, str(config), "YAML syntax error at line 3")
+
+
+def test_an_unknown_section_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "genrm.yaml"
+    config.write_text("routr:\n  port: 1\n")
+    result = _genrm("route", "--config", str(config), "--workers", "http://127.0.0.1:1")
+    _one_line(result, "unknown section(s) routr", "router, server")
+
+
+@pytest.mark.parametrize("replicas", ["0", "-1", "two"])
+def test_up_refuses_a_replica_count_below_one(replicas: str) -> None:
+    result = _genrm("up", "--replicas", replicas)
+    assert result.returncode == 2
+    assert "--replicas" in result.stderr and "Traceback" not in result.stderr
+
+
+def _wait_line(proc: subprocess.Popen, prefix: str, timeout_s: float = 120) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(prefix):
+            return line
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"no line starting with {prefix!r}")
+
+
+def test_up_with_a_server_only_config_uses_router_defaults(tmp_path: Path, tiny_model: Path) -> None:
+    """`genrm up --config` with only a `server:` section: the router takes its defaults (and the reverse for a
+    router-only file given to `genrm serve`). The output names the router's URL only: no server banners, no
+    readiness-poll lines."""
+    config = tmp_path / "genrm.yaml"
+    config.write_text("server:\n  max_batch_size: 3\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--replicas", "1", "--model",
+                             str(tiny_model), "--port", str(port), "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = _wait_line(proc, "router ready: ")
+        assert f"http://127.0.0.1:{port} (1 servers; started in " in line
+        assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        output = proc.stdout.read() + proc.stderr.read()
+        assert "Uvicorn running" not in output and "HTTP Request" not in output, output
+        assert "router listening" not in output, output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_serve_with_a_router_only_config_starts(tmp_path: Path, tiny_model: Path) -> None:
+    config = tmp_path / "genrm.yaml"
+    config.write_text("router:\n  policy: round_robin\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--model", str(tiny_model), "--port",
+                             str(port), "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_route_ctrl_c_exits_130_and_sigterm_0() -> None:
+    for sig, status in ((signal.SIGINT, 130), (signal.SIGTERM, 0)):
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "route", "--workers", "http://127.0.0.1:1",
+                                 "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONWARNINGS": "error::ResourceWarning"})
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                        break
+                time.sleep(0.1)
+            proc.send_signal(sig)
+            assert proc.wait(timeout=30) == status
+            assert "Traceback" not in proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
