@@ -129,10 +129,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[ComponentS
     group = parser.add_argument_group(
         f"settings (flags override {cls.model_config.get('env_prefix', '')}* env vars and the YAML file)"
     )
+    prefix = cls.model_config.get("env_prefix", "")
     for name, field in cls.model_fields.items():
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
-        help_text = (field.description or "") + (f" [default: {default}]" if default not in (None, "") else "")
+        shown = f"; default: {_shown(default)}" if default not in (None, "", []) else ""
+        help_text = f"{field.description or ''} [env: {prefix}{name.upper()}{shown}]".replace("%", "%%")
         base = _base_type(field.annotation)
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
@@ -142,6 +144,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[ComponentS
             if typing.get_origin(field.annotation) is list or base is list:
                 kwargs["nargs"] = "+"
         group.add_argument(flag, **kwargs)
+
+
+def _shown(default: Any) -> str:
+    return ",".join(map(str, default)) if isinstance(default, list) else str(default)
 
 
 def overrides_from_args(args: argparse.Namespace, cls: type[ComponentSettings]) -> dict[str, Any]:

@@ -125,6 +125,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(replicas=args.replicas, model=args.model, judge_max_tokens=args.judge_max_tokens)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("genrm-platform")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -144,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="genrm", description="genrm-platform: serve generative reward models (LLM judges) to RL trainers.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="Run one GenRM model server (OpenAI API, /health, /ready, /metrics).",
@@ -199,7 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     score_cli.add_arguments(p)
     p.set_defaults(func=score_cli.run)
 
-    p = sub.add_parser("demo", help="Start a local stack, score a demo batch of rewards, print a table.")
+    p = sub.add_parser("demo", help="Start a local stack, score a demo batch of rewards, print a table.",
+                       description="Start GenRM servers and a router on loopback (logs in a temporary directory), "
+                       "score 16 FAPO samples (4 prompts x 4 responses) through the router, print each score, and "
+                       "stop everything. On the embedded tiny model the judge's verdicts are random noise; pass "
+                       "--model DIR with a real FAPO GenRM for real judgments.")
     p.add_argument("--replicas", type=int, default=2, help="GenRM servers [default: 2].")
     p.add_argument("--model", default=None, help="Local model directory [default: the tiny model].")
     p.add_argument("--judge-max-tokens", type=int, default=48,

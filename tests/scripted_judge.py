@@ -2,7 +2,8 @@
 
 Its reply is chosen by the prompt: text between ``<<reply:`` and ``>>`` is answered verbatim, ``<<sleep:S>>``
 delays the answer by S seconds, ``<<context_error>>`` refuses any request that sets max_tokens the way vLLM
-does when prompt + max_tokens exceeds its context; otherwise it answers ``\\boxed{-1}``. Prompts received
+does when prompt + max_tokens exceeds its context, ``<<no_stream>>`` answers a streamed request with plain JSON
+(as some proxies and hosted judges do); otherwise it answers ``\\boxed{-1}``. Prompts received
 are kept and served at ``GET /prompts`` so tests can see exactly what the judge was asked. Streams like
 vLLM (SSE, usage chunk).
 """
@@ -51,6 +52,11 @@ async def chat(request: Request):
                             status_code=400)
     text, delay = _reply_for(prompt)
     await asyncio.sleep(delay)
+    usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": 3}
+    if "<<no_stream>>" in prompt:
+        return {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0, "model": "scripted-judge",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": usage}
     head = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": "scripted-judge"}
 
     def event(payload: dict) -> bytes:
@@ -59,7 +65,7 @@ async def chat(request: Request):
     async def stream():
         yield event({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
         yield event({"choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}]})
-        yield event({"choices": [], "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 3}})
+        yield event({"choices": [], "usage": usage})
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream")

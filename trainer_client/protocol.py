@@ -321,7 +321,8 @@ RewardFields = _fields_of(RewardRequest)
 
 class RewardBatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    samples: Annotated[list[dict[str, Any]], Field(max_length=16384)]
+    # Any JSON value per item: a sample that is not an object gets its own item error, the others are scored.
+    samples: Annotated[list[Any], Field(max_length=16384, description="Samples (objects, as RewardRequest).")]
 
 
 class RewardResult(BaseModel):

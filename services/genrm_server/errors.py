@@ -43,8 +43,12 @@ def describe_error(exc: Exception) -> tuple[int, str, str | None]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def handle(_: Request, exc: Exception) -> JSONResponse:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
         status, message, param = describe_error(exc)
+        if isinstance(exc, RequestValidationError) and param == "body" and not _is_json(request):
+            # FastAPI reads a body as JSON only when it says so: plain `curl -d` sends a form.
+            sent = request.headers.get("content-type") or "none"
+            message = f"the body must be JSON sent with content-type: application/json (got content-type: {sent})"
         return JSONResponse(error_body(status, message, param=param), status_code=status)
 
     # ValidationError: a body a handler validates itself (the batch route); without its own handler it would
@@ -52,6 +56,11 @@ def install_error_handlers(app: FastAPI) -> None:
     for kind in (RequestValidationError, ValidationError, RecipeInputError, EngineError, StarletteHTTPException,
                  Exception):
         app.add_exception_handler(kind, handle)
+
+
+def _is_json(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
 
 
 def describe_validation_errors(errors: Any) -> tuple[str, str | None]:

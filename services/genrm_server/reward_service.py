@@ -91,6 +91,9 @@ class RewardService:
             try:
                 if validated:
                     fields, sample = item, None
+                elif not isinstance(item, (dict, RewardRequest)):
+                    raise RecipeInputError(f"a sample must be a JSON object, got {_json_type(item)}",
+                                           f"samples.{index}")
                 else:
                     sample = item if isinstance(item, RewardRequest) else RewardRequest.model_validate(item)
                     fields = vars(sample)
@@ -120,6 +123,12 @@ class RewardService:
 
     def close(self) -> None:
         self.pool.shutdown()
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", str: "a string", list: "an array"}.get(type(value), "a number")
 
 
 def _item_error(index: int, exc: Exception) -> dict[str, Any]:

@@ -179,3 +179,39 @@ def test_route_ctrl_c_exits_130_and_sigterm_0() -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.parametrize("command", ["serve", "route"])
+def test_help_shows_every_settings_env_var_and_default(command: str) -> None:
+    from router.settings import RouterSettings
+    from services.genrm_server.settings import ServerSettings
+
+    cls = ServerSettings if command == "serve" else RouterSettings
+    prefix = cls.model_config["env_prefix"]
+    text = " ".join(_genrm(command, "--help", env={**os.environ, "COLUMNS": "400"}).stdout.split())
+    for name, field in cls.model_fields.items():
+        assert f"env: {prefix}{name.upper()}" in text, name
+        default = field.get_default(call_default_factory=True)
+        if default not in (None, "", []):
+            shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+            assert f"{prefix}{name.upper()}; default: {shown}]" in text, name
+
+
+@pytest.mark.parametrize("command", ["serve", "route", "up", "score", "demo", "tiny-model"])
+def test_help_has_a_description_and_no_raw_markup(command: str) -> None:
+    result = _genrm(command, "--help")
+    assert result.returncode == 0
+    assert "``" not in result.stdout
+    _usage, _, rest = result.stdout.partition("\n\n")
+    assert not rest.startswith(("options:", "positional arguments:")), f"{command} --help has no description"
+
+
+def test_up_help_shows_its_defaults() -> None:
+    text = " ".join(_genrm("up", "--help").stdout.split())
+    for default in ("Router port; 0 = a free port [default: 9000]", "[default: 300]", "[default: 2]"):
+        assert default in text
+
+
+def test_version() -> None:
+    result = _genrm("--version")
+    assert result.returncode == 0 and result.stdout.startswith("genrm ") and result.stdout.split()[1][0].isdigit()

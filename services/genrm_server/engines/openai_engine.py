@@ -171,20 +171,26 @@ class OpenAIEngine(Engine):
                     raise _upstream_error(url, resp)
                 finish: Delta | None = None
                 usage: dict[str, Any] = {}
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    chunk = json.loads(data)
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or []:
-                        text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
-                        if choice.get("finish_reason"):
-                            finish = Delta(text, choice["finish_reason"], choice.get("stop_reason"))
-                        elif text:
-                            yield Delta(text)
+                if resp.headers.get("content-type", "").startswith("application/json"):
+                    # Some upstreams (proxies, hosted judges) ignore "stream": true and answer plain JSON.
+                    text, finish, usage = _whole_answer(json.loads(await resp.aread()), url)
+                    if text:
+                        yield Delta(text)
+                else:
+                    async for line in resp.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            break
+                        chunk = json.loads(data)
+                        usage = chunk.get("usage") or usage
+                        for choice in chunk.get("choices") or []:
+                            text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+                            if choice.get("finish_reason"):
+                                finish = Delta(text, choice["finish_reason"], choice.get("stop_reason"))
+                            elif text:
+                                yield Delta(text)
         except httpx.TimeoutException as exc:
             raise EngineUnavailable(f"upstream {url} timed out: {exc!r}") from exc
         except httpx.TransportError as exc:
@@ -197,6 +203,17 @@ class OpenAIEngine(Engine):
         finish.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         finish.completion_tokens = int(usage.get("completion_tokens") or 0)
         yield finish
+
+
+def _whole_answer(payload: Any, url: str) -> tuple[str, Delta | None, dict[str, Any]]:
+    """A non-streamed completion's text, its finish and its usage."""
+    try:
+        choice = payload["choices"][0]
+        text = choice.get("text") or (choice.get("message") or {}).get("content") or ""
+        finish = Delta("", choice.get("finish_reason") or "stop", choice.get("stop_reason"))
+        return text, finish, payload.get("usage") or {}
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise EngineError(f"upstream {url} sent a response with no choices: {exc!r}") from exc
 
 
 def _classify_urls(base_url: str) -> list[str]:
