@@ -33,12 +33,12 @@ _MEMORY_ERROR = re.compile(rb"^MemoryError\b|std::bad_alloc", re.MULTILINE)
 
 
 class LocalSessions:
-    """An unsandboxed SessionFactory: ``workers`` runs at a time; past ``queue_size`` waiting runs (None: no
-    bound), ``SandboxBusy``."""
+    """An unsandboxed SessionFactory: ``workers`` runs at a time (default: the usable cores); past
+    ``queue_size`` waiting runs (None: no bound), ``SandboxBusy``."""
 
     def __init__(self, workers: int | None = None, queue_size: int | None = None, python: str = sys.executable,
                  cxx: str | None = None):
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or len(os.sched_getaffinity(0))
         self.queue_size = queue_size
         self.python = python
         self.cxx = cxx or shutil.which("g++")
