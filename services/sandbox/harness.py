@@ -65,7 +65,6 @@ sys.setrecursionlimit(50000)
 _COMMON = r'''
 import os as _os
 import sys as _sys
-import traceback as _traceback
 import types as _types
 
 _SOLUTION = __SOLUTION__
@@ -89,11 +88,17 @@ def _open_channel():
     return payload, mark
 
 
+def _print_exc():
+    import traceback  # only on the failure paths: it costs ~3 ms to import
+
+    traceback.print_exc()
+
+
 def _compile(mark):
     try:
         return compile(_SOLUTION, "<solution>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError):  # ValueError: a null byte in the source
-        _traceback.print_exc()
+        _print_exc()
         mark("compile_error")
         _os._exit(1)
 '''
@@ -153,7 +158,7 @@ def _main():
     try:
         exec(tests, module.__dict__)
     except AssertionError:
-        _traceback.print_exc()
+        _print_exc()
         mark("failed")
         _os._exit(1)
     mark("passed")

@@ -14,7 +14,7 @@ import pytest
 from services.sandbox.input_error import CodeInputError
 from services.sandbox.local import LocalSession, LocalSessions
 from services.sandbox.scoring import KEYS, CodeResult, score_code
-from services.sandbox.session import Language, Limits, SandboxFailure
+from services.sandbox.session import Language, Limits, SandboxBusy, SandboxFailure
 
 ADD = {"inputs": ["1 2\n", "3 4\n", "10 -3\n"], "outputs": ["3\n", "7\n", "7\n"]}
 
@@ -188,6 +188,14 @@ async def test_a_sandbox_failure_is_raised_never_a_score() -> None:
     with pytest.raises(SandboxFailure):
         await score_code(broken, py("print(1)"), ADD)
     assert all(s.dir is None for s in broken.opened)
+
+
+async def test_busy_is_raised_never_a_score() -> None:
+    """A sandbox whose queue is full says so (503 + Retry-After upstream); the sample is not scored 0."""
+    busy = Recorded(workers=1, queue_size=0)
+    with pytest.raises(SandboxBusy):
+        await score_code(busy, py("import time\ntime.sleep(0.5)\nprint(3)"), ADD)
+    assert busy.opened and all(s.dir is None for s in busy.opened)
 
 
 async def test_cancelling_closes_the_session_and_kills_the_runs(tmp_path: Path) -> None:
