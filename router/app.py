@@ -144,6 +144,8 @@ class RouterApp:
             models, _ = self.core.pool.served()  # pools differ: list every model, not one worker's
             return client.send_json(200, {"object": "list", "data": [
                 {"id": m, "object": "model", "owned_by": "genrm"} for m in models]})
+        if request.method == "GET" and path == "/v1/recipes" and not self.core.homogeneous():
+            return client.send_json(200, self._recipes())
         if request.method not in ("GET", "POST", "DELETE", "PUT", "PATCH"):
             return client.send_json(405, error_body(405, f"method {request.method} is not supported"))
         policy, retry = self.core.policy_for(path)
@@ -155,22 +157,36 @@ class RouterApp:
         exchange.start()
 
     def _fan_out(self, client: ClientConnection, request: Request, info: RequestInfo) -> bool:
-        if info.header(b"x-affinity-key") is not None:
+        mixed = not self.core.homogeneous()
+        if info.header(b"x-affinity-key") is not None and not (mixed and info.recipe is None):
             return False  # grouped by the client (RewardClient does): routed whole by its key, never parsed here
         body = info.json
         samples = body.get("samples") if isinstance(body, dict) and body.keys() == {"samples"} else None
         if not isinstance(samples, list) or len(samples) < 2 or len(samples) > 16384:
             return False  # one worker's own validation answers anything odd
-        try:
-            workers = self.core.candidates(info, set())
-        except LookupError:
-            return False
-        if len(workers) < 2:
-            return False
+        if mixed and info.recipe is None:  # recipes differ between samples: each goes to its own pool
+            workers = self.core.pool.eligible()
+        else:
+            try:
+                workers = self.core.candidates(info, set())
+            except LookupError:
+                return False
+            if len(workers) < 2:
+                return False
         fan = FanOut(self.core, client, request, samples)
         request.handler = fan
         fan.start(workers)
         return True
+
+    def _recipes(self) -> dict[str, Any]:
+        """Every recipe some worker serves (pools differ: judges and sandboxes), the judges' default first."""
+        live = sorted((w for w in self.core.pool.workers if not w.draining and w.recipes),
+                      key=lambda w: not w.models)  # workers with a model first: recipe-less rewards go there
+        merged: dict[str, dict] = {}
+        for worker in live:
+            for info in worker.recipe_infos:
+                merged.setdefault(info["name"], info)
+        return {"default": live[0].recipe_default if live else None, "recipes": list(merged.values())}
 
     def _identity(self, client: ClientConnection, request: Request) -> str:
         auth = request.header(b"authorization") if self.keys.enabled else None  # verified keys only

@@ -16,7 +16,7 @@ from router.metrics import RouterMetrics
 from router.policies import Policy, create_policy
 from router.request_info import REWARD_PATHS, RequestInfo
 from router.settings import RouterSettings
-from router.workers import STATIC, Worker, WorkerPool
+from router.workers import ANY_MODEL, STATIC, Worker, WorkerPool
 
 if TYPE_CHECKING:
     from router.proxy.exchange import Exchange
@@ -26,8 +26,9 @@ access = logging.getLogger("genrm.router.access")
 
 _RETRY = frozenset({429, 502, 503, 504})
 _RETRY_IDEMPOTENT = _RETRY | {500}  # reward scoring is idempotent: a 500 there is worth another worker
+RUN_CODE = "/run_code"  # SandboxFusion's API: served by the workers that serve the code recipe
 ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/classify", "/classify",
-                    "/v1/recipes", *REWARD_PATHS})
+                    "/v1/recipes", RUN_CODE, *REWARD_PATHS})
 
 
 class RouterCore:
@@ -50,12 +51,15 @@ class RouterCore:
         self.log_access = access.isEnabledFor(logging.INFO)
         self._served_version = -1
         self._homogeneous = True
+        self._some_model = True
 
     # -- choosing workers ---------------------------------------------------------------------
 
     def policy_for(self, path: str) -> tuple[Policy, frozenset[int]]:
         if path in REWARD_PATHS:
             return self.reward_policy, _RETRY_IDEMPOTENT
+        if path == RUN_CODE:  # running a program again elsewhere is safe
+            return self.default_policy, _RETRY_IDEMPOTENT
         return self.default_policy, _RETRY
 
     def homogeneous(self) -> bool:
@@ -65,17 +69,30 @@ class RouterCore:
         down must not look "served by all" and be sent to workers that never had it.
         """
         if self.pool.version != self._served_version:
-            live = {(w.models, w.recipes) for w in self.pool.by_url.values()
-                    if not w.draining and (w.models or w.recipes)}
-            self._homogeneous, self._served_version = len(live) <= 1, self.pool.version
+            said = [w for w in self.pool.by_url.values()
+                    if not w.draining and (w.models is not None or w.recipes is not None)]
+            self._homogeneous = len({(w.models, w.recipes) for w in said}) <= 1
+            self._some_model = any(w.models is None or w.models for w in self.pool.by_url.values())
+            self._served_version = self.pool.version
         return self._homogeneous
+
+    def wanted(self, path: str, model: str | None, recipe: str | None) -> tuple[str | None, str | None]:
+        """What a worker must serve to take a request on ``path`` naming ``model``/``recipe``: (model, recipe),
+        None meaning "no matter". A reward without a recipe (the server's default) goes to workers with a model
+        when there are any: a sandbox server's default is the code recipe, not what a judge client meant."""
+        if self.homogeneous():
+            return None, None
+        if path == RUN_CODE:
+            return None, "code"
+        if path in REWARD_PATHS:
+            return (ANY_MODEL if recipe is None and self._some_model else None), recipe
+        return model or ANY_MODEL, None
 
     def _wanted(self, info: RequestInfo) -> tuple[str | None, str | None]:
         if self.homogeneous():
             return None, None
-        if info.path in REWARD_PATHS:
-            return None, info.recipe
-        return info.model, None
+        is_reward = info.path in REWARD_PATHS
+        return self.wanted(info.path, None if is_reward else info.model, info.recipe if is_reward else None)
 
     def candidates(self, info: RequestInfo, tried: set[Worker], busy_ok: bool = False) -> list[Worker]:
         """Available workers not tried yet that serve what the request asks for.
@@ -91,9 +108,11 @@ class RouterCore:
             workers = [w for w in self.pool.by_url.values() if w.serves(model, recipe) and not w.draining]
             if not workers:
                 models, recipes = self.pool.served()
-                if model is not None:
-                    raise LookupError(f"model {model!r} is not served by any worker; served: {models}")
-                raise LookupError(f"recipe {recipe!r} is not served by any worker; served: {recipes}")
+                if recipe is not None:
+                    raise LookupError(f"recipe {recipe!r} is not served by any worker; served: {recipes}")
+                if model is ANY_MODEL:
+                    raise LookupError(f"no worker serves a model; served recipes: {recipes}")
+                raise LookupError(f"model {model!r} is not served by any worker; served: {models}")
         if busy_ok:
             return [w for w in workers if w not in tried and w.ready and not w.draining and w.breaker.allows()]
         return [w for w in workers if w.available and w not in tried]

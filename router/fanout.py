@@ -122,7 +122,8 @@ class FanOut:
         placed: list[tuple[Worker, int]] = []
         try:
             for (recipe, key), indices in groups.items():
-                fit = [w for w in workers if w.serves(None, recipe)] if mixed and recipe else workers
+                want_model, want_recipe = self.core.wanted(self.request.path, None, recipe)
+                fit = [w for w in workers if w.serves(want_model, want_recipe)] if mixed else workers
                 worker = None
                 if fit:
                     first = self.samples[indices[0]]

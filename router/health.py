@@ -74,8 +74,11 @@ class HealthChecker:
                 worker.models = frozenset(m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m)
             status, body = await self._get(worker, "/v1/recipes")
             if status == 200 and isinstance(body, dict):
-                worker.recipes = frozenset(r["name"] for r in body.get("recipes", [])
-                                           if isinstance(r, dict) and "name" in r)
+                infos = tuple(r for r in body.get("recipes", [])
+                              if isinstance(r, dict) and isinstance(r.get("name"), str))
+                worker.recipes, worker.recipe_infos = frozenset(r["name"] for r in infos), infos
+                default = body.get("default")
+                worker.recipe_default = default if isinstance(default, str) else None
         except (asyncio.TimeoutError, aiohttp.ClientError, ValueError, TypeError) as exc:
             log.warning("could not read what worker %s serves: %r", worker.url, exc)
 

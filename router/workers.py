@@ -18,6 +18,7 @@ from router.breaker import CircuitBreaker
 from router.proxy.upstream import ConnectionPool
 
 STATIC, DNS, ADMIN = "static", "dns", "admin"  # where a worker came from
+ANY_MODEL = "\x00any model"  # what a model request that names none asks for: a worker with some model
 
 
 @dataclass(eq=False)
@@ -29,8 +30,10 @@ class Worker:
     ready: bool = False  # last readiness probe (and liveness) passed
     draining: bool = False  # no new requests; removed once idle
     in_flight: int = 0
-    models: frozenset[str] = frozenset()
-    recipes: frozenset[str] = frozenset()
+    models: frozenset[str] | None = None  # None: the worker did not say (it takes anything)
+    recipes: frozenset[str] | None = None
+    recipe_infos: tuple[dict, ...] = ()  # its /v1/recipes entries, for the router's merged list
+    recipe_default: str | None = None
     latency_ewma_s: float = 0.0
     latency_at: float = 0.0  # monotonic time of the last latency observation
     slowness: float = 1.0  # > 1 only for a straggler; policies weigh its load by it
@@ -66,9 +69,13 @@ class Worker:
         self.latency_ewma_s = seconds if not old else (1 - alpha) * old + alpha * seconds
 
     def serves(self, model: str | None, recipe: str | None) -> bool:
-        """Empty sets mean "did not say" (no /v1/models or /v1/recipes): such a worker takes anything."""
-        return ((model is None or not self.models or model in self.models)
-                and (recipe is None or not self.recipes or recipe in self.recipes))
+        """``model``: a model id, ``ANY_MODEL`` (some model: a request that names none) or None (no matter).
+        A worker that did not say (no /v1/models or /v1/recipes) takes anything; one that lists no model (a
+        sandbox server) takes no model request."""
+        if model is not None and self.models is not None and not (
+                self.models if model is ANY_MODEL else model in self.models):
+            return False
+        return recipe is None or self.recipes is None or recipe in self.recipes
 
     def describe(self) -> dict[str, object]:
         return {
@@ -77,7 +84,7 @@ class Worker:
             "breaker": self.breaker.state, "consecutive_failures": self.breaker.failures,
             "failures": self.failures, "requests": self.requests,
             "latency_ewma_ms": round(self.latency_ewma_s * 1000, 3), "slowness": round(self.slowness, 2),
-            "models": sorted(self.models), "recipes": sorted(self.recipes),
+            "models": sorted(self.models or ()), "recipes": sorted(self.recipes or ()),
         }
 
 
@@ -181,4 +188,5 @@ class WorkerPool:
     def served(self) -> tuple[list[str], list[str]]:
         """Models and recipes the workers serve (for a 404 that says what exists)."""
         live = [w for w in self.by_url.values() if not w.draining]
-        return sorted({m for w in live for m in w.models}), sorted({r for w in live for r in w.recipes})
+        return (sorted({m for w in live for m in w.models or ()}),
+                sorted({r for w in live for r in w.recipes or ()}))

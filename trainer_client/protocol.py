@@ -280,7 +280,8 @@ def _number_text(value: int | float) -> str | None:
 # Normalisation written into the types, not as field validators: a union member's validator runs only for
 # inputs of that member (a number label, a null extra_info), so the usual sample (text label, dict or no
 # extra_info) validates without calling Python. RewardFields below relies on it.
-GroundTruth = str | Annotated[int | float, AfterValidator(_number_text)] | None
+# A label is text (a number as its text); the code recipe's test cases are an object (or its JSON text).
+GroundTruth = str | Annotated[int | float, AfterValidator(_number_text)] | dict[str, Any] | None
 ExtraInfo = dict[str, Any] | Annotated[None, AfterValidator(lambda _: {})]  # verl passes extra_info=None
 
 

@@ -47,6 +47,9 @@ def _state(request: Request) -> tuple[Engine, ServerMetrics]:
 
 
 def _check_model(requested: str | None, engine: Engine) -> str:
+    if not engine.serves_model:
+        raise UnknownModel("this server has no model (--engine none): it runs code rewards (recipe code, "
+                           "/run_code); send model requests to a judge server", param="model")
     if requested is not None and requested != engine.model_name:
         raise UnknownModel(
             f"The model `{requested}` does not exist. This server serves `{engine.model_name}`.", param="model"
@@ -105,6 +108,8 @@ def _count(metrics: ServerMetrics, usage: UsageInfo) -> None:
 @router.get("/v1/models")
 async def list_models(request: Request) -> ModelList:
     engine, _ = _state(request)
+    if not engine.serves_model:
+        return ModelList(data=[])
     return ModelList(data=[ModelCard(id=engine.model_name, root=engine.model_root, max_model_len=engine.max_model_len)])
 
 

@@ -55,7 +55,9 @@ class ServerSettings(ComponentSettings):
         "after the weights are loaded (the rest is for prefill activations and other processes).",
     )
     cuda_graphs: bool = Field(True, description="Static KV cache on CUDA: replay decode steps as CUDA graphs.")
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Request bodies larger than this get 413.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Request bodies larger than this get 413 (64 MiB without a model: "
+        "a program over --code-max-program-bytes then gets a 400 naming its field).")
     upstream_url: str | None = Field(
         None, description="openai engine: base URL of an OpenAI-compatible server, e.g. http://host:8000/v1."
     )
@@ -84,6 +86,36 @@ class ServerSettings(ComponentSettings):
         1800.0, gt=0, description="Judge recipes: a call past this fails (judge_ok=false), so no sample waits forever."
     )
     fapo_flaw_penalty: float = Field(1.0, ge=0, description="fapo recipe: subtracted from +1 for a flawed positive.")
+    code_sandbox: Literal["auto", "bwrap", "none", "off"] = Field(
+        "auto", description="code recipe and /run_code: `bwrap` runs every program in a bubblewrap sandbox (no "
+        "network, read-only root, private /tmp, limits; the server refuses to start if it cannot); `none` runs "
+        "programs unsandboxed (trusted code only; logged loudly, shown in /v1/recipes); `off` serves neither. "
+        "auto: bwrap on a server without a model (--engine none, or --recipe code), off on a judge server.",
+    )
+    sandbox_workers: int = Field(0, ge=0, le=1024, description="Programs running at once (0 = the CPU cores).")
+    sandbox_queue_size: int = Field(
+        1024, ge=0, description="Runs that may wait for a sandbox worker; past it 503 with Retry-After.")
+    code_scoring: Literal["continuous", "binary"] = Field(
+        "continuous", description="code recipe: pass rate, or 1/0 stopping at the first failure (extra_info.scoring).")
+    code_max_tests: int = Field(
+        0, ge=0, description="code recipe: score only the first N tests (0 = all; verl scores 10; "
+        "extra_info.max_tests).")
+    code_float_tolerance: float = Field(
+        1e-6, ge=0, description="code recipe: absolute or relative tolerance of two float tokens or values.")
+    code_run_timeout_s: float = Field(
+        6.0, gt=0, description="Wall time (and CPU time) of one test run (extra_info.run_timeout, /run_code "
+        "run_timeout).")
+    code_memory_limit_mb: int = Field(
+        1024, ge=16, description="Address space of one run in MB (extra_info.memory_limit_MB, /run_code "
+        "memory_limit_MB).")
+    code_compile_timeout_s: float = Field(20.0, gt=0, description="C++ compile time limit (/run_code compile_timeout).")
+    code_max_run_timeout_s: float = Field(
+        60.0, gt=0, description="Highest run time a request may ask for; above it a 400 naming the field.")
+    code_max_memory_limit_mb: int = Field(
+        8192, ge=16, description="Highest memory limit a request may ask for; above it a 400 naming the field.")
+    code_max_program_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest program (a solution, or /run_code's code); above it a 400 naming "
+        "the field.")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=f"Bearer keys every route but /health and /ready requires; empty = no auth {LIST_NOTE}. "
@@ -118,6 +150,30 @@ class ServerSettings(ComponentSettings):
         if v not in names:
             raise ValueError(f"unknown recipe {v!r}; choose one of {', '.join(names)}")
         return v
+
+    @model_validator(mode="after")
+    def _sandbox_role(self) -> ServerSettings:
+        """``--recipe code`` without an engine named is a CPU-only sandbox server: no model to load."""
+        if self.recipe == "code" and "engine" not in self.model_fields_set:
+            self.engine = "none"
+        if not self.has_model and "max_body_bytes" not in self.model_fields_set:
+            self.max_body_bytes = 64 * 1024 * 1024
+        if self.recipe == "code" and self.sandbox_isolation == "off":
+            raise ValueError("recipe 'code' needs a sandbox; code_sandbox is off")
+        if not self.has_model and self.recipe not in ("math", "code"):
+            raise ValueError(f"recipe {self.recipe!r} needs a model to judge with; engine 'none' serves math and code")
+        return self
+
+    @property
+    def has_model(self) -> bool:
+        return self.engine != "none"
+
+    @property
+    def sandbox_isolation(self) -> Literal["bwrap", "none", "off"]:
+        """code_sandbox with auto resolved: bwrap without a model, off beside one."""
+        if self.code_sandbox == "auto":
+            return "off" if self.has_model else "bwrap"
+        return self.code_sandbox
 
     @model_validator(mode="after")
     def _engine_needs(self) -> ServerSettings:

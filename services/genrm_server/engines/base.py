@@ -80,6 +80,7 @@ class Engine(abc.ABC):
     model_name: str
     model_root: str | None = None
     max_model_len: int | None = None
+    serves_model: bool = True  # False only for --engine none (a sandbox server): /v1/models lists nothing
 
     def __init__(self) -> None:
         self.on_batch: BatchObserver | None = None  # set by the server to feed the batch-size metric

@@ -47,6 +47,10 @@ ENGINES: dict[str, EngineSpec] = {
         "vLLM in-process, GPU",
         needs={"model": _MODEL_DIR},
     ),
+    "none": EngineSpec(
+        "services.genrm_server.engines.none_engine:NoEngine",
+        "no model: a CPU-only sandbox server for code rewards",
+    ),
 }
 
 # The settings' type of `engine`: a Literal of the registry's names, so validation, its error message and the

@@ -129,7 +129,11 @@ class Recipe(abc.ABC):
 
 
 def require(sample: RewardRequest | Mapping[str, Any], field: str) -> str:
+    """The field's text; a 400 naming it when it is missing, or an object where this recipe reads text."""
     value = sample[field] if isinstance(sample, dict) else getattr(sample, field)
     if value is None or value == "":
         raise RecipeInputError(f"{field} is required by this recipe", field)
+    if not isinstance(value, str):
+        raise RecipeInputError(f"{field} must be text for this recipe, got an object (test cases are for the "
+                               "code recipe)", field)
     return value
