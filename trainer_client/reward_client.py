@@ -17,7 +17,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -34,7 +34,8 @@ FailurePolicy = Literal["raise", "rule_only", "none"]
 Mode = Literal["auto", "batch", "single"]
 Result = dict[str, Any] | None
 
-_POLICIES = ("raise", "rule_only", "none")
+POLICIES: tuple[str, ...] = get_args(FailurePolicy)
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 def fallback_result(sample: dict[str, Any], error: BaseException) -> dict[str, Any]:
@@ -74,10 +75,10 @@ class AsyncRewardClient(RouterSession):
                  timeout_s: float = 600.0, max_retries: int = 4, concurrency: int = 64,
                  on_failure: FailurePolicy = "raise", progress: bool | None = None, mode: Mode = "auto",
                  batch_size: int = 256, transport: str = "auto"):
-        if on_failure not in _POLICIES:
-            raise ValueError(f"on_failure must be one of {', '.join(_POLICIES)}, got {on_failure!r}")
-        if mode not in ("auto", "batch", "single"):
-            raise ValueError(f"mode must be auto, batch or single, got {mode!r}")
+        if on_failure not in POLICIES:
+            raise ValueError(f"on_failure must be one of {', '.join(POLICIES)}, got {on_failure!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if concurrency < 1 or batch_size < 1:
             raise ValueError("concurrency and batch_size must be >= 1")
         super().__init__(base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries,
