@@ -66,11 +66,12 @@ def wait_for(cond: Callable[[], Any], what: str, timeout_s: float = 10.0, every_
 
 
 def start_script(script: str, *args: str, log_dir: Path, name: str) -> Child:
-    """Run a helper script of tests/ (``script PORT ARGS``) as a real process; return once /ready answers."""
+    """Run a helper script of tests/ (``script PORT ARGS``; a path below tests/, e.g. ``support/x.py``) as a real
+    process; return once /ready answers."""
     port = free_port()
     log_path = log_dir / f"{name}-{port}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed by Child.stop
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name(script)), str(port), *args],
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / script), str(port), *args],
                             stdout=log, stderr=subprocess.STDOUT)
     child = Child(name, f"http://127.0.0.1:{port}", proc, log_path, log)
     try:

@@ -203,7 +203,7 @@ def test_request_bodies_encode_numpy_and_anything_pydantic_takes(fast, monkeypat
 def test_json_checks_and_reads(fast, monkeypatch):
     """``is_json`` gives the same answer with orjson or pydantic-core, NaN literals and big integers included;
     an answer's values keep an integer past 64 bits exact (orjson would make it an approximate float)."""
-    from trainer_client import _transport, jsonio
+    from trainer_client import jsonio, retry
 
     if not fast:
         monkeypatch.setattr(jsonio, "orjson", None)
@@ -214,7 +214,7 @@ def test_json_checks_and_reads(fast, monkeypatch):
         assert jsonio.is_json(good), good[:40]
     for bad in (b'{"results": [', b'{"a": 1} trailing', b"\xff", b"", b"[" * 100000 + b"]" * 100000):
         assert not jsonio.is_json(bad), bad[:40]
-    assert _transport.decode_body(200, b'{"n": 123456789012345678901234567890}', "u", 1) == {
+    assert retry.decode_body(200, b'{"n": 123456789012345678901234567890}', "u", 1) == {
         "n": 123456789012345678901234567890}
 
 

@@ -1,19 +1,15 @@
-"""Clients for the OpenAI routes through the router, sync and async (the trainer-client issue adds
-the reward API). Retries connect errors, 429, 502, 503 and 504 with back-off, honouring
-``Retry-After``; every error names the URL, the status and the attempts made.
+"""Clients for the OpenAI routes through the router (and the reward routes as pydantic models), async and
+blocking. Every call follows the one retry and deadline rule (``retry.py``): ``timeout_s`` bounds it, retries
+included; every error names the URL, the status and the attempts made.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
-from trainer_client._transport import RETRY_STATUS, ClientConfig, decode, retry_delay
-from trainer_client.errors import GenRMError
+from trainer_client.blocking import Blocking
 from trainer_client.protocol import (
     ChatCompletionResponse,
     CompletionResponse,
@@ -21,60 +17,18 @@ from trainer_client.protocol import (
     RewardBatchResponse,
     RewardResult,
 )
+from trainer_client.session import RouterSession
 
 Messages = Sequence[dict[str, Any]]
 
 
-class GenRMClient:
-    """Blocking client; one pooled keep-alive connection set per instance."""
-
-    def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout_s: float = 600.0,
-                 max_retries: int = 3, max_connections: int = 64):
-        self.config = ClientConfig.resolve(base_url, api_key, timeout_s, max_retries, max_connections)
-        self._http = httpx.Client(**self.config.httpx_kwargs())
-
-    def chat(self, messages: Messages, **params: Any) -> ChatCompletionResponse:
-        body = {"messages": list(messages), **params}
-        return ChatCompletionResponse.model_validate(self._call("POST", "/v1/chat/completions", body))
-
-    def complete(self, prompt: str | list[str], **params: Any) -> CompletionResponse:
-        return CompletionResponse.model_validate(self._call("POST", "/v1/completions", {"prompt": prompt, **params}))
-
-    def models(self) -> ModelList:
-        return ModelList.model_validate(self._call("GET", "/v1/models"))
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        attempt = 0
-        while True:
-            attempt += 1
-            response = None
-            try:
-                response = self._http.request(method, path, json=body)
-            except httpx.TransportError as exc:
-                if attempt > self.config.max_retries:
-                    raise GenRMError(f"cannot reach the router: {exc!r}", url=self.config.base_url + path,
-                                     attempts=attempt) from exc
-            if response is not None and (response.status_code not in RETRY_STATUS or attempt > self.config.max_retries):
-                return decode(response, attempt)
-            time.sleep(retry_delay(attempt, response))
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> GenRMClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncGenRMClient:
+class AsyncGenRMClient(RouterSession):
     """Asyncio client; ``chat_batch`` runs many conversations with bounded concurrency, in order."""
 
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout_s: float = 600.0,
-                 max_retries: int = 3, max_connections: int = 256):
-        self.config = ClientConfig.resolve(base_url, api_key, timeout_s, max_retries, max_connections)
-        self._http = httpx.AsyncClient(**self.config.httpx_kwargs())
+                 max_retries: int = 3, max_connections: int = 256, transport: str = "auto"):
+        super().__init__(base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries,
+                         max_connections=max_connections, transport=transport)
 
     async def chat(self, messages: Messages, **params: Any) -> ChatCompletionResponse:
         body = {"messages": list(messages), **params}
@@ -107,26 +61,20 @@ class AsyncGenRMClient:
 
         return list(await asyncio.gather(*(one(m) for m in conversations)))
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        attempt = 0
-        while True:
-            attempt += 1
-            response = None
-            try:
-                response = await self._http.request(method, path, json=body)
-            except httpx.TransportError as exc:
-                if attempt > self.config.max_retries:
-                    raise GenRMError(f"cannot reach the router: {exc!r}", url=self.config.base_url + path,
-                                     attempts=attempt) from exc
-            if response is not None and (response.status_code not in RETRY_STATUS or attempt > self.config.max_retries):
-                return decode(response, attempt)
-            await asyncio.sleep(retry_delay(attempt, response))
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+class GenRMClient(Blocking[AsyncGenRMClient]):
+    """Blocking client: the async client on a private event-loop thread (safe inside a loop)."""
 
-    async def __aenter__(self) -> AsyncGenRMClient:
-        return self
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout_s: float = 600.0,
+                 max_retries: int = 3, max_connections: int = 64, transport: str = "auto"):
+        super().__init__(AsyncGenRMClient(base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries,
+                                          max_connections=max_connections, transport=transport))
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    def chat(self, messages: Messages, **params: Any) -> ChatCompletionResponse:
+        return self._run(lambda: self._async.chat(messages, **params))
+
+    def complete(self, prompt: str | list[str], **params: Any) -> CompletionResponse:
+        return self._run(lambda: self._async.complete(prompt, **params))
+
+    def models(self) -> ModelList:
+        return self._run(self._async.models)

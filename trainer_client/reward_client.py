@@ -1,9 +1,8 @@
 """Reward clients for trainers: score one sample, a batch, or stream results as they finish.
 
-- Every call has a deadline (``timeout_s``) that is also sent to the router (``X-GenRM-Timeout``), so
-  no layer waits longer than the trainer will.
-- Connect errors, dropped connections (a router restart) and 429/502/503/504 are retried with
-  back-off, honouring ``Retry-After``, within that deadline.
+- Every call follows the one retry and deadline rule (``retry.py``): a deadline (``timeout_s``) that is also
+  sent to the router (``X-GenRM-Timeout``); connect errors, dropped connections (a router restart) and
+  429/502/503/504 retried with back-off, honouring ``Retry-After``, within that deadline.
 - What a failure becomes is explicit (``on_failure``): ``raise`` (default) a :class:`GenRMError`
   naming the URL, status and attempts; ``rule_only`` the math rule computed locally, flagged
   ``reward_source = "fallback"``; ``none`` a None (TRL drops such samples). Never a silent 0.
@@ -17,28 +16,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, Literal, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
-from trainer_client._reward_transport import Retryable, TimedOut, Transport, make_transport
-from trainer_client._transport import RETRY_STATUS, ClientConfig, backoff, decode_body
+from trainer_client.blocking import Blocking
 from trainer_client.errors import GenRMError
 from trainer_client.jsonio import dumps
 from trainer_client.math_rule import compute_math
 from trainer_client.protocol import GroundTruth
+from trainer_client.session import RouterSession
 
 log = logging.getLogger("genrm.client")
 
 FailurePolicy = Literal["raise", "rule_only", "none"]
 Mode = Literal["auto", "batch", "single"]
 Result = dict[str, Any] | None
-T = TypeVar("T")
 
-_POLICIES = ("raise", "rule_only", "none")
+POLICIES: tuple[str, ...] = get_args(FailurePolicy)
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 def fallback_result(sample: dict[str, Any], error: BaseException) -> dict[str, Any]:
@@ -65,7 +62,7 @@ def _label(truth: Any) -> str | None:
 _GROUND_TRUTH: TypeAdapter[str | None] = TypeAdapter(GroundTruth)
 
 
-class AsyncRewardClient:
+class AsyncRewardClient(RouterSession):
     """Scores samples through the router's reward API (``/v1/reward``, ``/v1/reward/batch``).
 
     A sample is a dict of :class:`~trainer_client.protocol.RewardRequest` fields: ``recipe``,
@@ -78,35 +75,22 @@ class AsyncRewardClient:
                  timeout_s: float = 600.0, max_retries: int = 4, concurrency: int = 64,
                  on_failure: FailurePolicy = "raise", progress: bool | None = None, mode: Mode = "auto",
                  batch_size: int = 256, transport: str = "auto"):
-        if on_failure not in _POLICIES:
-            raise ValueError(f"on_failure must be one of {', '.join(_POLICIES)}, got {on_failure!r}")
-        if mode not in ("auto", "batch", "single"):
-            raise ValueError(f"mode must be auto, batch or single, got {mode!r}")
-        if transport not in ("auto", "aiohttp", "httpx"):
-            raise ValueError(f"transport must be auto, aiohttp or httpx, got {transport!r}")
+        if on_failure not in POLICIES:
+            raise ValueError(f"on_failure must be one of {', '.join(POLICIES)}, got {on_failure!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if concurrency < 1 or batch_size < 1:
             raise ValueError("concurrency and batch_size must be >= 1")
-        self.config = ClientConfig.resolve(base_url, api_key, timeout_s, max_retries, concurrency)
+        super().__init__(base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries,
+                         max_connections=concurrency, transport=transport)
         self.recipe, self.on_failure, self.progress = recipe, on_failure, progress
         self.concurrency, self.mode, self.batch_size = concurrency, mode, batch_size
-        self.transport = transport
-        self._http: Transport | None = None
-
-    @property
-    def http(self) -> Transport:
-        if self._http is None:  # created on first use: bound to the loop that uses it
-            self._http = make_transport(self.transport, self.config)
-        return self._http
 
     # -- public API ---------------------------------------------------------------------------
 
     async def score(self, sample: dict[str, Any]) -> Result:
         """One sample's result dict (``score`` plus the recipe's keys)."""
-        body = self._prepare(sample)
-        try:
-            return await self._post("/v1/reward", body)
-        except GenRMError as exc:
-            return self._failed(body, exc)
+        return await self._score_body(self._prepare(sample))
 
     async def score_batch(self, samples: Sequence[dict[str, Any]], *, concurrency: int | None = None,
                           progress: bool | None = None) -> list[Result]:
@@ -156,18 +140,7 @@ class AsyncRewardClient:
                 task.cancel()
 
     async def recipes(self) -> dict[str, Any]:
-        return await self._post("/v1/recipes", None, method="GET")
-
-    async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-
-    async def __aenter__(self) -> AsyncRewardClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        return await self._call("GET", "/v1/recipes")
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -180,13 +153,13 @@ class AsyncRewardClient:
 
     async def _score_body(self, body: dict[str, Any]) -> Result:
         try:
-            return await self._post("/v1/reward", body)
+            return await self._call("POST", "/v1/reward", body)
         except GenRMError as exc:
             return self._failed(body, exc)
 
     async def _score_chunk(self, bodies: list[dict[str, Any]], key: str) -> list[Result]:
         try:
-            payload = await self._post("/v1/reward/batch", {"samples": bodies}, affinity=key)
+            payload = await self._call("POST", "/v1/reward/batch", {"samples": bodies}, affinity=key)
         except GenRMError as exc:
             return [self._failed(b, exc) for b in bodies]
         out: list[Result] = []
@@ -206,52 +179,12 @@ class AsyncRewardClient:
         log.warning("reward call failed (%s): %s", self.on_failure, exc)
         return fallback_result(body, exc) if self.on_failure == "rule_only" else None
 
-    async def _post(self, path: str, body: Any, method: str = "POST", affinity: str | None = None) -> Any:
-        """One call with retries inside the deadline; GenRMError when it cannot succeed."""
-        content = None if body is None else dumps(body)  # once, whatever the retries
-        deadline = time.monotonic() + self.config.timeout_s
-        url = self.config.base_url + path
-        attempt, status, error = 0, None, ""
-        while True:
-            attempt += 1
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise GenRMError(f"deadline of {self.config.timeout_s:g}s passed (last: {error or 'no answer'})",
-                                 url=url, status=status, attempts=attempt - 1)
-            headers = {"x-genrm-timeout": f"{remaining:.3f}", "content-type": "application/json"}
-            if affinity is not None:
-                headers["x-affinity-key"] = affinity
-            answer_headers = None
-            try:
-                status, answer_headers, data = await self.http.request(method, path, content, headers, remaining)
-            except TimedOut as exc:  # the answer did not come in time: the deadline is spent
-                raise GenRMError(f"no answer within the deadline of {self.config.timeout_s:g}s", url=url,
-                                 status=status, attempts=attempt) from exc
-            except Retryable as exc:
-                error = str(exc)
-            else:
-                if status not in RETRY_STATUS:
-                    return decode_body(status, data, url, attempt)
-                error = f"status {status}"
-            if attempt > self.config.max_retries:
-                raise GenRMError(f"gave up after {attempt} attempts (last: {error})", url=url, status=status,
-                                 attempts=attempt)
-            delay = min(backoff(attempt, answer_headers), max(0.0, deadline - time.monotonic()))
-            await asyncio.sleep(delay)
 
-
-class RewardClient:
+class RewardClient(Blocking[AsyncRewardClient]):
     """Blocking reward client: the async client on a private event-loop thread (safe inside a loop)."""
 
     def __init__(self, base_url: str | None = None, **options: Any):
-        self._async = AsyncRewardClient(base_url, **options)
-        self.config = self._async.config
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="genrm-reward-client", daemon=True)
-        self._thread.start()
-
-    def _run(self, make: Callable[[], Awaitable[T]]) -> T:
-        return asyncio.run_coroutine_threadsafe(_call(make), self._loop).result()
+        super().__init__(AsyncRewardClient(base_url, **options))
 
     def score(self, sample: dict[str, Any]) -> Result:
         return self._run(lambda: self._async.score(sample))
@@ -261,34 +194,10 @@ class RewardClient:
 
     def as_completed(self, samples: Sequence[dict[str, Any]], **options: Any) -> Iterator[tuple[int, Result]]:
         """Yield ``(index, result)`` as results arrive."""
-        agen = self._async.as_completed(samples, **options)
-        try:
-            while True:
-                try:
-                    yield self._run(lambda: agen.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            self._run(lambda: agen.aclose())
+        return self._iterate(self._async.as_completed(samples, **options))
 
     def recipes(self) -> dict[str, Any]:
         return self._run(self._async.recipes)
-
-    def close(self) -> None:
-        if self._loop.is_running():
-            self._run(self._async.aclose)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> RewardClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-async def _call(make: Callable[[], Awaitable[T]]) -> T:
-    return await make()
 
 
 def _group_chunks(bodies: list[dict[str, Any]], size: int) -> list[tuple[str, list[int]]]:

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from trainer_client.errors import GenRMError
 from trainer_client.protocol import RewardRequest
-from trainer_client.reward_client import RewardClient
+from trainer_client.reward_client import MODES, POLICIES, RewardClient
 
 # A JSONL row may carry ids and metadata of its own: only the reward fields are sent, all are written back.
 _FIELDS = frozenset(RewardRequest.model_fields) | {"prompt", "problem", "response", "solution_str"}
@@ -29,12 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="Router URL (default: $GENRM_URL).")
     p.add_argument("--api-key", default=None, help="API key (default: $GENRM_API_KEY).")
     p.add_argument("--recipe", default=None, help="Recipe for samples that name none (default: the server's).")
-    p.add_argument("--mode", choices=("auto", "batch", "single"), default="auto",
+    p.add_argument("--mode", choices=MODES, default="auto",
                    help="batch: chunks to /v1/reward/batch (the router fans them out); single: one call each.")
     p.add_argument("--concurrency", type=int, default=64, help="Requests in flight at once.")
     p.add_argument("--batch-size", type=int, default=256, help="Samples per batch request.")
     p.add_argument("--timeout-s", type=float, default=600.0, help="Deadline of one request, retries included.")
-    p.add_argument("--on-failure", choices=("raise", "rule_only", "none"), default="raise",
+    p.add_argument("--on-failure", choices=POLICIES, default="raise",
                    help="raise: stop with an error; rule_only: the local math rule, flagged; none: null.")
     p.add_argument("--no-progress", action="store_true", help="No progress bar (it is off when not a terminal).")
 
