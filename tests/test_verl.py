@@ -78,14 +78,14 @@ def test_async_matches_sync_and_survives_new_event_loops(stack):
             for i, (sol, gt, _) in enumerate(CASES))))
 
     first = asyncio.run(run())
-    clients = [entry.client for _, _, entry in adapter._async.values() if entry.settings.url == stack.url]
+    clients = [entry.client for _, entry in adapter._async.values() if entry.settings.url == stack.url]
     assert clients and all(c._http is None for c in clients), "asyncio.run's end must close the loop's client"
     second = asyncio.run(run())  # a new loop: the first loop's client is dropped, a new one made
     sync = score_all(genrm_url=stack.url, recipe="math")
     for results in (first, second):
         assert [(r["score"], r["acc"], r["pred"]) for r in results] == [(r["score"], r["acc"], r["pred"]) for r in sync]
         assert all(set(r) == MATH_KEYS and r["reward_source"] == "remote" for r in results)
-    mine = [k for k, (_, _, entry) in adapter._async.items() if entry.settings.url == stack.url]
+    mine = [k for k, (_, entry) in adapter._async.items() if entry.settings.url == stack.url]
     assert len(mine) <= 1, "clients of finished loops must not pile up"
 
 

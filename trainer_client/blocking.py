@@ -4,7 +4,9 @@ call also works from code that already runs inside an event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -23,6 +25,8 @@ class Blocking(Generic[A]):
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"genrm-{type(self).__name__}",
                                         daemon=True)
         self._thread.start()
+        # Runs on close(), or at exit for a client never closed: connections closed, the loop stopped and closed.
+        self._finalizer = weakref.finalize(self, _shut_down, self._loop, self._thread, client)
 
     def _run(self, make: Callable[[], Awaitable[T]]) -> T:
         """``make()`` awaited on the client's loop (made there, as an async generator's step must be)."""
@@ -40,10 +44,7 @@ class Blocking(Generic[A]):
             self._run(agen.aclose)
 
     def close(self) -> None:
-        if self._loop.is_running():
-            self._run(self._async.aclose)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
+        self._finalizer()
 
     def __enter__(self: B) -> B:
         return self
@@ -54,3 +55,14 @@ class Blocking(Generic[A]):
 
 async def _await(make: Callable[[], Awaitable[T]]) -> T:
     return await make()
+
+
+def _shut_down(loop: asyncio.AbstractEventLoop, thread: threading.Thread, client: RouterSession) -> None:
+    if loop.is_running():
+        with contextlib.suppress(Exception):  # a client that cannot close cleanly must not raise here
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+    if not loop.is_running() and not loop.is_closed():
+        loop.close()

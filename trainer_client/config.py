@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,14 @@ class ClientConfig:
         url = base_url or os.environ.get("GENRM_URL")
         if not url:
             raise ValueError("no router URL: pass base_url=... or set GENRM_URL (e.g. http://127.0.0.1:9000)")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            where = "base_url" if base_url else "GENRM_URL"
+            raise ValueError(f"{where} must be an http:// or https:// URL such as http://127.0.0.1:9000, got {url!r}")
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError:
+            raise ValueError(f"{url!r}: the port is not a number") from None
         url = url.rstrip("/").removesuffix("/v1")
         return cls(url, api_key or os.environ.get("GENRM_API_KEY"), timeout_s, max_retries, max_connections)
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from typing_extensions import NotRequired, Required, TypedDict
 
+from trainer_client.grouping import QUESTION_FIELDS
+
 # ---------------------------------------------------------------------------------------------
 # Errors
 
@@ -292,7 +294,7 @@ class RewardRequest(BaseModel):
 
     recipe: str | None = Field(None, description="Recipe name; omitted = the server's default recipe.")
     data_source: str | None = None
-    question: str | None = Field(None, validation_alias=AliasChoices("question", "prompt", "problem"))
+    question: str | None = Field(None, validation_alias=AliasChoices(*QUESTION_FIELDS))
     solution: str = Field(..., validation_alias=AliasChoices("solution", "response", "solution_str"))
     ground_truth: GroundTruth = None
     extra_info: ExtraInfo = Field(default_factory=dict)

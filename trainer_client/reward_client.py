@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from trainer_client.blocking import Blocking
 from trainer_client.errors import GenRMError
+from trainer_client.grouping import group_key
 from trainer_client.jsonio import dumps
 from trainer_client.math_rule import compute_math
 from trainer_client.protocol import GroundTruth
@@ -54,12 +55,13 @@ def _label(truth: Any) -> str | None:
     if truth is None or isinstance(truth, str):
         return truth
     try:
-        return _GROUND_TRUTH.validate_json(dumps(truth))
+        label = _GROUND_TRUTH.validate_json(dumps(truth))
     except (ValidationError, TypeError):  # not a label the server takes (it would answer 400): its text
         return str(truth)
+    return label if label is None or isinstance(label, str) else None  # test cases (code) are no math label
 
 
-_GROUND_TRUTH: TypeAdapter[str | None] = TypeAdapter(GroundTruth)
+_GROUND_TRUTH: TypeAdapter[str | dict[str, Any] | None] = TypeAdapter(GroundTruth)
 
 
 class AsyncRewardClient(RouterSession):
@@ -201,22 +203,14 @@ class RewardClient(Blocking[AsyncRewardClient]):
 
 
 def _group_chunks(bodies: list[dict[str, Any]], size: int) -> list[tuple[str, list[int]]]:
-    """Chunks of about ``size`` samples that never split a GRPO group (same ``group_id``, else same
-    question), each named by its first group's key: the router routes a keyed chunk whole, without
+    """Chunks of about ``size`` samples that never split a GRPO group (``grouping.group_key``), each named by
+    its first group's key: the router routes a keyed chunk whole, without
     parsing it, and keeps each group's samples on one replica (one prefix-cache fill)."""
-    groups: dict[Any, list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for i, body in enumerate(bodies):
-        group = body.get("group_id")
-        if group is None:  # the question's alias is looked up only here: most batches carry group ids
-            question = body["question"] if "question" in body else body.get("prompt", body.get("problem"))
-            group = ("p", str(question)[:256]) if question else ("i", i)
-        try:
-            groups.setdefault(group, []).append(i)
-        except TypeError:  # an unhashable id (a list): grouped by its text; the server says what is wrong
-            groups.setdefault(str(group), []).append(i)
+        groups.setdefault(group_key(body, i), []).append(i)
     chunks: list[tuple[str, list[int]]] = []
-    for group, indices in groups.items():
-        key = f"{group[0]}:{group[1]}" if isinstance(group, tuple) else f"g:{group}"
+    for key, indices in groups.items():
         if chunks and len(chunks[-1][1]) + len(indices) <= size:
             chunks[-1][1].extend(indices)
         else:

@@ -12,7 +12,9 @@ aiohttp is preferred because it costs far less per request: measured on this 2-c
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.util
+import socket
 from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
@@ -31,7 +33,30 @@ class Answer(NamedTuple):
 
 
 class Retryable(Exception):
-    """The request did not get an answer for a reason worth another attempt."""
+    """The request did not get an answer for a reason worth another attempt; the message says why in words."""
+
+    @classmethod
+    def of(cls, exc: BaseException, url: str) -> Retryable:
+        return cls(_why(exc, url))
+
+
+def _why(exc: BaseException, url: str) -> str:
+    """One line a person understands, from an exception of either library (the OSError beneath, if any)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return f"cannot connect to {url} (cannot resolve the host name)"
+        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return f"cannot connect to {url} (connection refused)"
+        if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return f"cannot connect to {url} (no route to host)"
+        cause = getattr(cause, "os_error", None) or cause.__cause__ or cause.__context__
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return f"cannot connect to {url} (no connection within the time allowed)"
+    if "Connect" in name:
+        return f"cannot connect to {url} ({exc})"
+    return f"connection to {url} lost ({name}: {exc})"
 
 
 class TimedOut(Exception):
@@ -49,6 +74,7 @@ class HttpxTransport:
     def __init__(self, config: ClientConfig):
         limits = httpx.Limits(max_connections=config.max_connections,
                               max_keepalive_connections=config.max_connections)
+        self.base_url = config.base_url
         self.client = httpx.AsyncClient(base_url=config.base_url, headers=config.auth_headers(), limits=limits)
 
     async def send(self, method: str, path: str, content: bytes | None, headers: dict[str, str],
@@ -57,11 +83,11 @@ class HttpxTransport:
         try:
             response = await self.client.request(method, path, content=content, headers=headers, timeout=timeout)
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise Retryable(repr(exc)) from exc
+            raise Retryable.of(exc, self.base_url) from exc
         except httpx.TimeoutException as exc:
             raise TimedOut(repr(exc)) from exc
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise Retryable(repr(exc)) from exc
+            raise Retryable.of(exc, self.base_url) from exc
         return Answer(response.status_code, response.headers, response.content)
 
     async def aclose(self) -> None:
@@ -88,11 +114,11 @@ class AiohttpTransport:
                                             timeout=timeout) as response:
                 return Answer(response.status, response.headers, await response.read())
         except aiohttp.ConnectionTimeoutError as exc:  # before ServerTimeoutError: connecting is retryable
-            raise Retryable(repr(exc)) from exc
+            raise Retryable.of(exc, self.base_url) from exc
         except asyncio.TimeoutError as exc:  # the builtin TimeoutError only from Python 3.11 on
             raise TimedOut(repr(exc)) from exc
         except aiohttp.ClientError as exc:  # refused, reset, dropped before the whole answer
-            raise Retryable(repr(exc)) from exc
+            raise Retryable.of(exc, self.base_url) from exc
 
     async def aclose(self) -> None:
         await self.session.close()

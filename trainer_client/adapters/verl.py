@@ -17,7 +17,8 @@ ignored). Settings, each a ``reward_kwargs`` key or else an environment variable
 - ``timeout_s`` (600), ``max_retries`` (4); ``recipe_keys``: the key list of a custom recipe, to skip asking
   the server (``GET /v1/recipes``) for it.
 
-The question a judge needs (FAPO) is ``extra_info["question"]`` (or ``"problem"``): verl passes no prompt.
+The question a judge needs (FAPO) is ``extra_info["question"]`` (or ``"prompt"``, ``"problem"``): verl passes no
+prompt.
 The GRPO group id, which sends a group's samples to one replica, is ``extra_info["index"]`` (or ``"uid"``,
 ``"group_id"``): the dataset row, shared by the ``n`` rollouts of a prompt.
 
@@ -43,10 +44,11 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from trainer_client.errors import GenRMError
+from trainer_client.grouping import question_of
 from trainer_client.reward_client import AsyncRewardClient, RewardClient
 
 __all__ = ["BUILTIN_RECIPE_KEYS", "NEUTRAL_VALUES", "build_sample", "compute_score", "compute_score_async"]
@@ -64,7 +66,6 @@ BUILTIN_RECIPE_KEYS: dict[str, tuple[str, ...]] = {
 # What a fallback result gets for a recipe key it lacks (any other key: None).
 NEUTRAL_VALUES: dict[str, Any] = {"acc": False, "flawed_positive": False, "judge_ok": False, "judge_asked": False}
 
-_QUESTION_KEYS = ("question", "problem")
 _GROUP_KEYS = ("index", "uid", "group_id")
 _POLICIES = ("raise", "rule_only")
 
@@ -135,7 +136,7 @@ def build_sample(data_source: Any, solution_str: str, ground_truth: Any, extra_i
                  recipe: str) -> dict[str, Any]:
     """The reward request for one verl sample (never with ``overlong``: verl's DAPO manager shapes)."""
     info = _jsonable(dict(extra_info or {}))
-    question = next((info[k] for k in _QUESTION_KEYS if isinstance(info.get(k), str) and info[k]), None)
+    question = question_of(info)
     group = next((info[k] for k in _GROUP_KEYS if isinstance(info.get(k), (str, int)) and info[k] != ""), None)
     return {
         "recipe": recipe,
@@ -184,7 +185,7 @@ class _Entry:
 
 _lock = threading.Lock()
 _sync: dict[tuple[int, Settings], _Entry] = {}
-_async: dict[tuple[int, int, Settings], tuple[asyncio.AbstractEventLoop, AsyncIterator[None], _Entry]] = {}
+_async: dict[tuple[int, int, Settings], tuple[asyncio.AbstractEventLoop, _Entry]] = {}
 
 
 def _sync_entry(settings: Settings) -> _Entry:
@@ -213,32 +214,19 @@ def _close_sync_clients() -> None:
 
 
 async def _async_entry(settings: Settings) -> _Entry:
+    """This loop's client for ``settings``; it closes its connections itself when the loop shuts down
+    (``RouterSession``), so a finished ``asyncio.run`` leaves only a stale entry, dropped here."""
     loop = asyncio.get_running_loop()
     key = (os.getpid(), id(loop), settings)
-    cached = _async.get(key)
-    if cached is not None and cached[0] is loop:
-        return cached[2]
     with _lock:
-        for stale in [k for k, (lp, _, _) in _async.items() if lp.is_closed()]:
-            del _async[stale]  # a finished asyncio.run(): its client was closed as the loop shut down
         cached = _async.get(key)
-        created = cached is None or cached[0] is not loop
-        if created:
-            entry = _Entry(settings, AsyncRewardClient(settings.url, **settings.client_options()))
-            cached = _async[key] = (loop, _closed_with_the_loop(entry.client), entry)  # type: ignore[arg-type]
-    if created:
-        await cached[1].__anext__()  # started: the loop now tracks it
-    return cached[2]
-
-
-async def _closed_with_the_loop(client: AsyncRewardClient) -> AsyncIterator[None]:
-    """Parked at its ``yield`` for the life of the loop: when the loop shuts down (``asyncio.run`` calls
-    ``shutdown_asyncgens``) it is closed, and closes the client's connections on that loop; asyncio has no
-    other hook for a loop's end."""
-    try:
-        yield
-    finally:
-        await client.aclose()
+        if cached is not None and cached[0] is loop:
+            return cached[1]
+        for stale in [k for k, (lp, _) in _async.items() if lp.is_closed()]:
+            del _async[stale]
+        entry = _Entry(settings, AsyncRewardClient(settings.url, **settings.client_options()))
+        _async[key] = (loop, entry)
+    return entry
 
 
 # -- the reward functions -----------------------------------------------------------------------------------------
