@@ -172,7 +172,7 @@ NON_FINITE = [
     ("/v1/reward", '{"solution": "x", "ground_truth": 1, "group_id": NaN}', 400, "group_id",
      ["group_id: Input should be a valid string or a finite number"]),
     ("/v1/reward", '{"solution": "x", "ground_truth": [1]}', 400, "ground_truth",
-     ["ground_truth: Input should be a valid string, a valid integer or a valid number"]),
+     ["ground_truth: Input should be a valid string, a valid integer, a valid number or a valid dictionary"]),
     ("/v1/reward", '{"solution": "x", "extra_info": [1]}', 400, "extra_info",
      ["extra_info: Input should be a valid dictionary or None"]),
     # An Infinity penalty factor made the score -inf: JSON null in a 200. Overflowing ones are refused too.
