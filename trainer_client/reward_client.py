@@ -31,9 +31,11 @@ from trainer_client.session import RouterSession
 
 log = logging.getLogger("genrm.client")
 
-FailurePolicy = Literal["raise", "rule_only", "none"]
+# raise: GenRMError; rule_only: the math rule here, flagged; none: None; error: the GenRMError as the result
+# (not raised), for tools that report each sample's failure (genrm score).
+FailurePolicy = Literal["raise", "rule_only", "none", "error"]
 Mode = Literal["auto", "batch", "single"]
-Result = dict[str, Any] | None
+Result = dict[str, Any] | GenRMError | None
 
 POLICIES: tuple[str, ...] = get_args(FailurePolicy)
 MODES: tuple[str, ...] = get_args(Mode)
@@ -178,6 +180,8 @@ class AsyncRewardClient(RouterSession):
     def _failed(self, body: dict[str, Any], exc: GenRMError) -> Result:
         if self.on_failure == "raise":
             raise exc
+        if self.on_failure == "error":
+            return exc
         log.warning("reward call failed (%s): %s", self.on_failure, exc)
         return fallback_result(body, exc) if self.on_failure == "rule_only" else None
 
