@@ -443,3 +443,39 @@ def test_verl_remote_manager_in_ray_workers(stack, tokenizer, ray_cluster):
     assert [o["reward_score"] for o in outs] == [c[2] for c in CASES]
     assert all(set(o["reward_extra_info"]) == MATH_KEYS for o in outs)
     assert {o["reward_extra_info"]["reward_source"] for o in outs} == {"remote"}
+
+
+def _router_batch_requests(url: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith('genrm_router_requests_total{route="/v1/reward/batch"'))
+
+
+def test_verl_legacy_batch_manager_scores_the_batch_in_one_call(stack, tokenizer):
+    """verl's own BatchRewardManager (``reward_manager=batch``) with ``compute_score_batch``: the same keys and
+    rewards as per-sample scoring, in one client call to /v1/reward/batch carrying whole groups."""
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+    from verl.workers.reward_manager import BatchRewardManager
+
+    fn = get_custom_reward_fn(reward_config(stack.url, "compute_score_batch"))
+    data, lengths = make_batch(tokenizer)
+    before = _router_batch_requests(stack.url)
+    out = BatchRewardManager(tokenizer, num_examine=0, compute_score=fn)(data, return_dict=True)
+    assert _router_batch_requests(stack.url) - before == 1  # the whole batch: one call
+    scores = [c[2] for c in CASES]
+    assert out["reward_tensor"].equal(expected_tensor(data.batch["responses"].shape, lengths, scores))
+    info = out["reward_extra_info"]
+    assert set(info) == MATH_KEYS and all(len(v) == len(CASES) for v in info.values())
+    assert info["acc"] == [True, False, False, True] and set(info["reward_source"]) == {"remote"}
+
+
+def test_batch_function_keeps_the_failure_policy(stack):
+    sources, solutions, truths = ["math_dapo"] * 2, [CASES[0][0], CASES[1][0]], ["4", "4"]
+    infos = [{"index": 0}, {"index": 0}]
+    with pytest.raises(GenRMError):
+        adapter.compute_score_batch(sources, solutions, truths, infos, genrm_url=dead_url(), timeout_s=1,
+                                    recipe_keys=["acc", "pred"])
+    results = adapter.compute_score_batch(sources, solutions, truths, infos, genrm_url=dead_url(), timeout_s=1,
+                                          on_failure="rule_only", recipe_keys=["acc", "pred"])
+    assert [r["score"] for r in results] == [1.0, -1.0]
+    assert all(set(r) == MATH_KEYS and r["reward_source"] == "fallback" for r in results)

@@ -1,13 +1,19 @@
-"""verl integration: ``compute_score`` (sync) and ``compute_score_async``, verl custom reward functions.
+"""verl integration: ``compute_score`` (sync), ``compute_score_async`` and ``compute_score_batch``.
 
     custom_reward_function:            # verl >= 0.9: reward.custom_reward_function
       path: <site-packages>/trainer_client/adapters/verl.py
-      name: compute_score              # or compute_score_async (reward-loop / agent-loop managers only)
+      name: compute_score              # or compute_score_async (reward-loop / agent-loop managers only),
+                                       # or compute_score_batch (reward_manager=batch)
       reward_kwargs: {genrm_url: "http://router:9000", recipe: math, on_failure: raise}
 
-verl calls the function once per sample as ``fn(data_source=, solution_str=, ground_truth=, extra_info=,
-**reward_kwargs)`` (some managers add their own keyword arguments, e.g. ``reward_router_address``: they are
-ignored). Settings, each a ``reward_kwargs`` key or else an environment variable:
+verl calls ``compute_score``/``compute_score_async`` once per sample as ``fn(data_source=, solution_str=,
+ground_truth=, extra_info=, **reward_kwargs)`` (some managers add their own keyword arguments, e.g.
+``reward_router_address``: they are ignored). Its ``batch`` manager calls ``compute_score_batch`` once per batch
+(``data_sources=, solution_strs=, ground_truths=, extra_infos=``): for a GenRM judge pick ``batch`` (legacy
+managers) or the reward loop with ``compute_score_async``: a sequential manager calling the sync function once
+per sample waits for each judge call in turn and cannot use the platform's concurrency.
+
+Settings, each a ``reward_kwargs`` key or else an environment variable:
 
 - ``genrm_url`` (alias ``url``), else ``GENRM_URL``: the router;
 - ``recipe``, else ``GENRM_RECIPE``, else ``"math"``;
@@ -44,14 +50,15 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from trainer_client.errors import GenRMError
 from trainer_client.grouping import question_of
 from trainer_client.reward_client import AsyncRewardClient, RewardClient
 
-__all__ = ["BUILTIN_RECIPE_KEYS", "NEUTRAL_VALUES", "build_sample", "compute_score", "compute_score_async"]
+__all__ = ["BUILTIN_RECIPE_KEYS", "NEUTRAL_VALUES", "build_sample", "compute_score", "compute_score_async",
+           "compute_score_batch"]
 
 
 # The built-in recipes' key sets, as ``GET /v1/recipes`` lists them (tests/test_verl.py checks they agree):
@@ -62,6 +69,7 @@ BUILTIN_RECIPE_KEYS: dict[str, tuple[str, ...]] = {
     "genrm_verdict": ("score", "verdict", "judge_ok"),
     "fapo_judge_train": ("score", "pred", "judge_ok"),
     "disrm": ("score", "rm_score"),
+    "code": ("score", "acc", "pass_rate", "tests_passed", "tests_total", "status"),
 }
 # What a fallback result gets for a recipe key it lacks (any other key: None).
 NEUTRAL_VALUES: dict[str, Any] = {"acc": False, "flawed_positive": False, "judge_ok": False, "judge_asked": False}
@@ -264,8 +272,27 @@ async def compute_score_async(data_source: Any, solution_str: str, ground_truth:
     return _shape(result, entry.keys)
 
 
+def compute_score_batch(data_sources: Sequence[Any], solution_strs: Sequence[str], ground_truths: Sequence[Any],
+                        extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
+                        **kwargs: Any) -> list[dict[str, Any]]:
+    """verl's ``batch`` reward manager's function: the whole batch in one client call, as chunks of whole GRPO
+    groups that the router spreads over its workers concurrently; the same keys and failure policy as
+    :func:`compute_score`, one result per sample in order."""
+    settings = Settings.resolve(kwargs)
+    entry = _sync_entry(settings)
+    if entry.keys is None:
+        try:
+            entry.keys_from(entry.client.recipes())
+        except GenRMError as exc:
+            raise entry.unknown_keys(exc) from exc
+    infos = extra_infos if extra_infos is not None else [None] * len(solution_strs)
+    samples = [build_sample(source, solution, truth, info, settings.recipe)
+               for source, solution, truth, info in zip(data_sources, solution_strs, ground_truths, infos, strict=True)]
+    return [_shape(result, entry.keys) for result in entry.client.score_batch(samples)]
+
+
 if __name__ != "trainer_client.adapters.verl":
     # verl's ``custom_reward_function.path`` runs this file as an anonymous module (not in ``sys.modules``). Hand
     # out the package's own functions instead: one client cache per process, and picklable by reference (verl's
     # ``remote`` manager ships the function to Ray workers; by value, this module's lock would not pickle).
-    from trainer_client.adapters.verl import compute_score, compute_score_async
+    from trainer_client.adapters.verl import compute_score, compute_score_async, compute_score_batch
