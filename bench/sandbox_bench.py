@@ -218,6 +218,7 @@ class Batch:
     samples: int
     wall_s: float
     cpu_s: float
+    service_cpu_s: float  # of cpu_s: the service's processes (SandboxFusion, the GenRM server)
     other_cpu_s: float  # the rest of the machine during the batch
     scores: list[float]
 
@@ -233,11 +234,12 @@ class Batch:
 def measure(c: Contender, samples: Sequence[Sample], all_service_pids: set[int]) -> Batch:
     me = os.getpid()
     roots, exclude = [me, *c.pids], all_service_pids - set(c.pids)
-    cpu0, sys0, t0 = tree_cpu_seconds(roots, exclude), system_busy_seconds(), time.perf_counter()
+    svc0, cpu0 = tree_cpu_seconds(c.pids), tree_cpu_seconds(roots, exclude)
+    sys0, t0 = system_busy_seconds(), time.perf_counter()
     scores = c.score(samples)
     wall = time.perf_counter() - t0
-    cpu = tree_cpu_seconds(roots, exclude) - cpu0
-    return Batch(len(samples), wall, cpu, max(0.0, system_busy_seconds() - sys0 - cpu), scores)
+    cpu, svc = tree_cpu_seconds(roots, exclude) - cpu0, tree_cpu_seconds(c.pids) - svc0
+    return Batch(len(samples), wall, cpu, svc, max(0.0, system_busy_seconds() - sys0 - cpu), scores)
 
 
 def batch_of(w: Workload, n: int, offset: int) -> list[Sample]:
@@ -260,8 +262,8 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
 
 
-def report(results: dict[tuple[str, str], list[Batch]], workloads: Sequence[Workload],
-           names: Sequence[str]) -> str:
+def report(results: dict[tuple[str, str], list[Batch]], workloads: Sequence[Workload], names: Sequence[str],
+           with_service: set[str]) -> str:
     med = statistics.median
     rows, ratio_rows = [], []
     # every contender against prime_code; ours against SandboxFusion too
@@ -275,13 +277,16 @@ def report(results: dict[tuple[str, str], list[Batch]], workloads: Sequence[Work
                 continue
             per_core[name] = med(b.per_core for b in runs)
             rows.append([f"({w.key}) {w.name}", name, f"{runs[0].scores[0]:g}", f"{med(b.rate for b in runs):.1f}",
-                         f"{1000 * med(b.cpu_s / b.samples for b in runs):.1f}", f"{per_core[name]:.1f}",
+                         f"{1000 * med(b.cpu_s / b.samples for b in runs):.1f}",
+                         f"{1000 * med(b.service_cpu_s / b.samples for b in runs):.1f}" if name in with_service
+                         else "-", f"{per_core[name]:.1f}",
                          f"{med(b.cpu_s / b.wall_s for b in runs):.2f}",
                          f"{med(b.other_cpu_s / b.wall_s for b in runs):.2f}"])
         ratio_rows.append([f"({w.key}) {w.name}",
                            *(f"{per_core[a] / per_core[b]:.2f}x" if a in per_core and b in per_core else "-"
                              for a, b in pairs)])
-    out = md_table(["workload", "contender", "score", "samples/s", "CPU ms/sample", "samples/s per core",
+    out = md_table(["workload", "contender", "score", "samples/s", "CPU ms/sample", "of which service",
+                    "samples/s per core",
                     "cores used", "other cores"], rows)
     if pairs:
         out += "\n\nPer-core ratios (medians of the same run):\n\n" + md_table(
@@ -306,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--genrm-pids", help="its processes (comma list; default: whoever listens on its port)")
     cores = os.cpu_count() or 1
     p.add_argument("--prime-workers", type=int, default=cores, help="prime_code: samples at a time (threads)")
-    p.add_argument("--sf-concurrency", type=int, default=2,
+    p.add_argument("--sf-concurrency", type=int, default=8,
                    help="verl sandbox_fusion client: samples at a time (each sends all its tests at once)")
     p.add_argument("--ours-concurrency", type=int, default=2 * cores, help="ours: samples in flight")
     p.add_argument("--ours-workers", type=int, default=None, help="ours: Sandbox(workers=...) (default: its own)")
@@ -376,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{load0[0]:.2f} before, {os.getloadavg()[0]:.2f} after; {a.samples} samples a batch, median of "
           f"{a.repeats}; per core = samples / CPU seconds of every process involved; 'other cores' = the rest "
           "of the machine's busy cores during the batch\n")
-    print(report(results, workloads, [c.name for c in contenders]))
+    print(report(results, workloads, [c.name for c in contenders], {c.name for c in contenders if c.pids}))
     return 0
 
 

@@ -63,6 +63,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
      {"code": "import sys\nsys.stdout.write('x' * 230000)\n", "language": "python", "run_timeout": 3}),
     ("python_output_10m", "10 MB of stdout: the pipe fills, the program blocks: TimeLimitExceeded",
      {"code": "import sys\nsys.stdout.write('x' * 10000000)\n", "language": "python", "run_timeout": 2}),
+    ("python_binary_output", "stdout that is not UTF-8: the field becomes a '[DecodeError] ...' text",
+     {"code": "import sys\nsys.stdout.buffer.write(b'ok \\xff\\xfe')\n", "language": "python"}),
     ("python_stdin_lines", "reads all of stdin (sys.stdin, several lines)",
      {"code": "import sys\nnums = [int(x) for x in sys.stdin.read().split()]\nprint(sum(nums), len(nums))\n",
       "language": "python", "stdin": "1 2 3\n4 5\n6\n"}),

@@ -69,6 +69,7 @@ def test_the_captured_outcomes() -> None:
     # more than its pipe + reader buffer: cut silently if the program can still exit, else a time limit
     assert run["python_output_230k"]["status"] == "Finished" and len(run["python_output_230k"]["stdout"]) < 230000
     assert run["python_output_10m"]["status"] == "TimeLimitExceeded"
+    assert run["python_binary_output"]["stdout"].startswith("[DecodeError] ")  # not UTF-8: an error text
     assert CASES["python_files"]["response"]["files"] == {"out.txt": "d3JpdHRlbg=="}  # missing files: absent
     assert CASES["cpp_compile_timeout"]["response"]["compile_result"]["status"] == "TimeLimitExceeded"
     assert "base64" in CASES["python_bad_base64"]["response"]["message"]
