@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_runs_prime_code_and_skips_the_unavailable() -> None:
+    pytest.importorskip("verl.utils.reward_score.prime_code")
     run = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "sandbox_bench.py"), "--contenders", "prime_code,ours-http-batch",
          "--workloads", "trivial,call10_fail1", "--samples", "2", "--repeats", "1"],
