@@ -113,7 +113,8 @@ class RunnerProcess:
 
     async def setup(self, language: Language, code: str, limits: Limits, compiler: tuple[str, ...],
                     files: dict[str, bytes] | None = None) -> RawRun | None:
-        """Send the program: None when it is ready, a ``compile_error`` RawRun when it is not."""
+        """Send the program: a ``compile_error`` RawRun when it does not prepare; when it does, None for Python
+        and the compiler's run (status ``ok``, its warnings) for C++."""
         names = [runner.MAIN[language], *(files or {})]
         blobs = [to_bytes(code), *(files or {}).values()]
         header = {"op": "setup", "language": language, "files": names, "limits": _limits_wire(limits),
@@ -123,9 +124,9 @@ class RunnerProcess:
         except RunnerGone as error:
             said = await self._last_words()
             raise SandboxFailure(f"the sandbox died while preparing the program: {said or error}") from None
-        if reply["status"] == "ok":
+        if not out:
             return None
-        return RawRun("compile_error", reply["return_code"], _decode(out[0]), _decode(out[1]), reply["time"])
+        return RawRun(reply["status"], reply["return_code"], _decode(out[0]), _decode(out[1]), reply["time"])
 
     async def run(self, stdin: bytes, limits: Limits, fetch: tuple[str, ...] = ()) -> RunReply:
         """One test; RunnerGone if the runner died or hung during it (the program's doing)."""

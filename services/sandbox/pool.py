@@ -242,6 +242,8 @@ class BwrapSession:
         self._proc: RunnerProcess | None = None
         self._prepared = False
         self._compile: RawRun | None = None
+        # The C++ compiler's run once prepared (status "ok" or "compile_error", its output); None for Python.
+        self.compile_result: RawRun | None = None
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -271,15 +273,21 @@ class BwrapSession:
         self._prepared = True
         if self._compile is not None:
             self._pool._count(self._compile)
+            if self.language == "cpp":
+                self.compile_result = self._compile
         return self._compile
 
     async def _setup(self, proc: RunnerProcess) -> RawRun | None:
         self._proc = proc
         try:
-            return await proc.setup(self.language, self.code, self.limits, self._pool.config.compiler, self.files)
+            step = await proc.setup(self.language, self.code, self.limits, self._pool.config.compiler, self.files)
         except SandboxFailure:
             self._pool.stats.failures += 1
             raise
+        if step is not None and step.status == "ok":
+            self.compile_result = step
+            return None
+        return step
 
     async def run(self, stdin: str, *, fetch: tuple[str, ...] = ()) -> RawRun:
         """One test with this stdin (a fresh process); a compile error answers every run."""

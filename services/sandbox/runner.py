@@ -476,12 +476,13 @@ def _setup(state, header, blobs):
         compile_lim = dict(lim, wall_s=lim["compile_s"], cpu_s=lim["compile_s"])
         argv = [*header["compiler"], main, "-o", CPP_BINARY]
         status, code, out, err, elapsed = _run(state, b"", compile_lim, argv=argv, memory_mb=COMPILE_MEMORY_MB)
+        reply.update(return_code=code, time=elapsed)
         if status != "ok":
-            reply.update(status="compile_error", return_code=code, time=elapsed)
-            _reset_all(state)
-            return reply, [out, err]
-        state["binary_fd"] = _sealed_copy(CPP_BINARY)
-        reply["time"] = elapsed
+            reply["status"] = "compile_error"
+        else:
+            state["binary_fd"] = _sealed_copy(CPP_BINARY)
+        _reset_all(state)
+        return reply, [out, err]  # the compiler's own output, warnings included
     _reset_all(state)
     return reply, []
 
