@@ -74,9 +74,29 @@ def interpreter_binds(python: str) -> tuple[str, ...]:
     return tuple(sorted(p for p in paths if p and not any(p.startswith(d + "/") for d in SYSTEM_BINDS)))
 
 
-def command(config: BwrapConfig, bwrap: str, control_fd: int, files_bytes: int,
+def runner_argv(config: BwrapConfig, control_fd: int, code: bytes | None) -> list[str]:
+    """The warm runner, talking to the server on ``control_fd``: from its bytecode (sent first on the socket)
+    when the interpreter compiled it, else from source."""
+    if code is None:
+        return [config.python, "-c", _runner_source(), str(control_fd)]
+    return [config.python, "-c", runner.BOOTSTRAP, str(control_fd), str(len(code))]
+
+
+def runner_bytecode(python: str) -> bytes | None:
+    """The runner compiled once by the sandbox's own interpreter (marshal is per interpreter version)."""
+    compile_it = ("import marshal, sys\n"
+                  "sys.stdout.buffer.write(marshal.dumps(compile(sys.stdin.read(), '<sandbox-runner>', 'exec')))\n")
+    try:
+        done = subprocess.run([python, "-I", "-S", "-c", compile_it], input=_runner_source().encode(),
+                              capture_output=True, timeout=60, env=SANDBOX_ENV)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 and done.stdout else None
+
+
+def command(config: BwrapConfig, bwrap: str, program: list[str], files_bytes: int,
             extra: tuple[str, ...] = ()) -> list[str]:
-    """bwrap's argv for one sandbox whose runner talks on ``control_fd``."""
+    """bwrap's argv for one sandbox running ``program`` (the runner, or in benchmarks a bare interpreter)."""
     argv = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv"]
     if config.disable_userns:
@@ -97,8 +117,7 @@ def command(config: BwrapConfig, bwrap: str, control_fd: int, files_bytes: int,
              "--size", size, "--tmpfs", runner.SHMDIR, "--remount-ro", "/dev",
              "--size", size, "--tmpfs", runner.BOX, "--dir", runner.WORKDIR, "--dir", runner.TMPDIR,
              "--symlink", runner.TMPDIR, "/tmp",
-             "--chdir", runner.WORKDIR, "--remount-ro", "/",
-             config.python, "-c", _runner_source(), str(control_fd)]
+             "--chdir", runner.WORKDIR, "--remount-ro", "/", *program]
     return argv
 
 

@@ -76,10 +76,13 @@ class RunnerProcess:
 
     @classmethod
     async def start(cls, config: bwrap.BwrapConfig, bwrap_path: str, *, files_bytes: int, uid: int | None,
-                    extra_binds: tuple[str, ...] = ()) -> RunnerProcess:
-        """Start bwrap and wait for the runner's hello; SandboxFailure (with bwrap's own words) if it cannot."""
+                    extra_binds: tuple[str, ...] = (), code: bytes | None = None) -> RunnerProcess:
+        """Start bwrap and wait for the runner's hello; SandboxFailure (with bwrap's own words) if it cannot.
+
+        ``code``: the runner's bytecode (``bwrap.runner_bytecode``), else it starts from source."""
         host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv = bwrap.command(config, bwrap_path, child.fileno(), files_bytes, extra_binds)
+        program = bwrap.runner_argv(config, child.fileno(), code)
+        argv = bwrap.command(config, bwrap_path, program, files_bytes, extra_binds)
         as_user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
         try:
             # Started from the event loop's thread on purpose: bwrap's --die-with-parent follows the thread
@@ -95,6 +98,8 @@ class RunnerProcess:
         reader, writer = await asyncio.open_unix_connection(sock=host)
         self = cls(proc, reader, writer, files_bytes, uid)
         try:
+            if code is not None:
+                writer.write(code)
             hello, _ = await asyncio.wait_for(self._recv(), START_TIMEOUT_S)
         except (RunnerGone, asyncio.TimeoutError) as error:
             said = await self._last_words()

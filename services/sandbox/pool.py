@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from services.sandbox.bwrap import BwrapConfig, interpreter_binds
+from services.sandbox.bwrap import BwrapConfig, interpreter_binds, runner_bytecode
 from services.sandbox.executor import RunnerGone, RunnerProcess, to_bytes
 from services.sandbox.session import Language, Limits, RawRun, SandboxBusy, SandboxFailure
 
@@ -88,6 +88,7 @@ class Sandbox:
             self._free.put_nowait(slot)
         self._bwrap: str | None = None
         self._extra_binds: tuple[str, ...] = ()
+        self._runner_code: bytes | None = None
         self._languages: tuple[Language, ...] | None = None
         self._closed = False
 
@@ -159,13 +160,14 @@ class Sandbox:
             if not os.path.exists(self.config.python):
                 raise SandboxFailure(f"the sandbox interpreter {self.config.python} does not exist")
             self._extra_binds = interpreter_binds(self.config.python)
+            self._runner_code = runner_bytecode(self.config.python)
             self._bwrap = found
         return self._bwrap
 
     async def _start(self, slot: _Slot, files_bytes: int) -> RunnerProcess:
         try:
             proc = await RunnerProcess.start(self.config, self._resolve(), files_bytes=files_bytes, uid=slot.uid,
-                                             extra_binds=self._extra_binds)
+                                             extra_binds=self._extra_binds, code=self._runner_code)
         except SandboxFailure:
             self.stats.failures += 1
             raise

@@ -1,21 +1,26 @@
 """The warm runner inside one sandbox: prepares one program, then forks one child per test.
 
-This file is sent into the sandbox and runs there on the sandbox's own interpreter (``python3 -c``), so it
-imports the standard library only and nothing of the server. The server imports it too, for the framing
-(``pack``/``unpack_header``) and the paths, so both ends speak one protocol.
+This file runs inside the sandbox on the sandbox's own interpreter, so it imports only cheap standard modules
+(C modules, nothing that pulls in ``re`` or ``json``: its start-up is paid once per sample) and nothing of the
+server. The server imports it too, for the framing (``pack``/``unpack_header``) and the paths, so both ends
+speak one protocol. The server sends it as compiled bytecode (``BOOTSTRAP``): no source to parse per sandbox.
 
-A session costs one sandbox: the runner starts once (imports, common modules pre-loaded), receives the
-program (``setup``: a Python syntax check or a C++ compile), then runs each test in a fresh child process:
-a fork of the runner for Python (no interpreter start-up, the program runs as ``python3 main.py`` would),
-a fork + exec of the compiled binary for C++. After every test every other process of the sandbox's PID
-namespace is killed and the private directories are put back as they were, so tests never see each other.
+A session costs one sandbox: the runner starts once, receives the program (``setup``: a Python syntax check,
+or a C++ compile), then runs each test in a fresh child process: a fork of the runner for Python (no
+interpreter start-up; the program runs as ``python3 main.py`` would, with the standard modules it imports
+already loaded), a fork + exec of the compiled binary for C++. After every test every other process of the
+sandbox's PID namespace is killed and the private directories are put back as they were, so tests never see
+each other.
 
-Wire: each message is ``!I`` header length, a JSON header, then the header's ``blobs`` (byte lengths) as raw
-bytes back to back. The runner talks on the control socket only (never on fds 0/1/2, which the tests own).
+Wire: each message is ``!I`` header length, a header (a dict as a Python literal), then the header's ``blobs``
+(byte lengths) as raw bytes back to back. The runner talks on the control socket only (never on fds 0/1/2,
+which the tests own).
 """
 
-import contextlib
-import json
+import atexit
+import builtins
+import gc
+import io
 import os
 import resource
 import select
@@ -34,11 +39,15 @@ MAIN = {"python": "main.py", "cpp": "main.cpp"}
 CPP_BINARY = TMPDIR + "/main"
 EXTRA_PROCESSES = 2  # bwrap's init (pid 1) and this runner share the sandbox's process count with the program
 COMPILE_MEMORY_MB = 4096  # g++'s address space: cc1plus maps far more than it touches
-# Pre-loaded once per sandbox so a test's child starts with them imported (python3 main.py would import them
-# in ~30 ms); each is deterministic at import. `random` re-seeds itself in every forked child.
-PRELOAD = ("collections", "heapq", "bisect", "itertools", "functools", "math", "re", "typing", "string",
-           "operator", "copy", "json", "io", "datetime", "decimal", "fractions", "statistics", "random",
-           "array", "traceback", "types", "dataclasses", "enum", "threading")
+# Standard modules a Python program's child finds already imported when the program imports them: the runner
+# imports them once at setup (a fresh python3 pays ~1-20 ms for each on every test). Only these: each is
+# deterministic and silent at import (never `this`, `antigravity`, nor the program's own modules), and `random`
+# re-seeds itself in every forked child.
+PRELOADABLE = frozenset((
+    "abc", "array", "bisect", "cmath", "collections", "contextlib", "copy", "dataclasses", "datetime", "decimal",
+    "enum", "fractions", "functools", "heapq", "io", "itertools", "json", "math", "numbers", "operator",
+    "pprint", "queue", "random", "re", "statistics", "string", "struct", "textwrap", "threading", "time",
+    "traceback", "types", "typing", "unicodedata"))
 _HEADER = struct.Struct("!I")
 
 
@@ -47,14 +56,42 @@ _HEADER = struct.Struct("!I")
 
 
 def pack(header, blobs=()):
-    """One message: the JSON header (with the blobs' lengths) then the blobs."""
+    """One message: the header (with the blobs' lengths) then the blobs."""
     header = dict(header, blobs=[len(b) for b in blobs])
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = repr(header).encode("utf-8", "surrogatepass")
     return b"".join([_HEADER.pack(len(head)), head, *blobs])
 
 
 def unpack_header(head):
-    return json.loads(head)
+    """The server's reading of a runner's header: literals only (ast.literal_eval), never code."""
+    import ast
+
+    return ast.literal_eval(head.decode("utf-8", "surrogatepass"))
+
+
+# Runs the runner from its bytecode, read from the control socket (fd argv[1], argv[2] bytes): ``python3 -c``.
+BOOTSTRAP = ("import marshal, os, sys\n"
+             "fd, n = int(sys.argv[1]), int(sys.argv[2])\n"
+             "code = b''\n"
+             "while len(code) < n:\n"
+             "    chunk = os.read(fd, n - len(code))\n"
+             "    if not chunk:\n"
+             "        raise SystemExit('runner: the server closed the control socket')\n"
+             "    code += chunk\n"
+             "exec(marshal.loads(code), {'__name__': '__main__', '__builtins__': __builtins__})\n")
+
+
+class _Suppress:
+    """contextlib.suppress without importing contextlib (and what it imports)."""
+
+    def __init__(self, *kinds):
+        self.kinds = kinds
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is not None and issubclass(kind, self.kinds)
 
 
 def _read_exactly(fd, n):
@@ -75,7 +112,7 @@ def _recv(fd):
     head = _read_exactly(fd, _HEADER.unpack(size)[0])
     if head is None:
         return None
-    header = unpack_header(head)
+    header = eval(head.decode("utf-8", "surrogatepass"), {"__builtins__": {}})  # the server's own literal
     blobs = []
     for n in header["blobs"]:
         blob = _read_exactly(fd, n) if n else b""
@@ -117,10 +154,10 @@ def _kill_others(child=None):
         if not pids:
             return
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
+            with _Suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if child is not None:  # our own child's zombie is ours to reap (the rest go to bwrap's init)
-            with contextlib.suppress(ChildProcessError):
+            with _Suppress(ChildProcessError):
                 os.waitpid(child, 0)
             child = None
         if time.monotonic() > deadline:
@@ -200,7 +237,7 @@ def _supervise(pid, out_r, err_r, lim, started):
         os.close(pidfd)
     if status is None:  # killed by the runner: the whole tree goes, then the child is reaped
         for other in _others():
-            with contextlib.suppress(ProcessLookupError):
+            with _Suppress(ProcessLookupError):
                 os.kill(other, signal.SIGKILL)
         _, status, rusage = os.wait4(pid, 0)
     # What the child (and anything it left behind) wrote before it ended is in the pipes: read it, bounded.
@@ -250,12 +287,6 @@ def _out_of_memory(code, stderr):
 
 def _python_child(state, st_w):
     """Run the program as `python3 main.py` would, in this forked interpreter: never returns."""
-    import atexit
-    import builtins
-    import gc
-    import io
-    import types
-
     def stream(fd, mode, like, name):
         raw = io.FileIO(fd, mode, closefd=False)
         raw.name = name
@@ -271,7 +302,7 @@ def _python_child(state, st_w):
     path = WORKDIR + "/" + MAIN["python"]
     sys.argv = [path]
     sys.path[0] = WORKDIR
-    main = types.ModuleType("__main__")
+    main = type(sys)("__main__")
     main.__dict__.update(__file__=path, __cached__=None, __builtins__=builtins, __spec__=None)
     sys.modules["__main__"] = main
     atexit._clear()
@@ -291,7 +322,7 @@ def _python_child(state, st_w):
             error.__traceback__ = error.__traceback__.tb_next
         sys.excepthook(type(error), error, error.__traceback__)
         code = -signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
-    code = _finalize(code, atexit, gc, main)
+    code = _finalize(code, main)
     if code == -signal.SIGINT:  # python3 ends an uncaught KeyboardInterrupt by SIGINT, as the shell expects
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
@@ -304,7 +335,7 @@ def _exit_code(exit_):
         return 0
     if isinstance(code, int):
         return (code if -(2**63) <= code < 2**63 else -1) & 0xFF  # a C long, as exit() takes it
-    with contextlib.suppress(BaseException):
+    with _Suppress(BaseException):
         if sys.stderr is not None:
             sys.stderr.write(str(code) + "\n")
     return 1
@@ -319,16 +350,16 @@ def _is_memory_error(error):
     return False
 
 
-def _finalize(code, atexit, gc, main):
+def _finalize(code, main):
     """Interpreter shutdown, as Py_FinalizeEx does it: threads, atexit, flush, the module's objects, flush."""
     threading = sys.modules.get("threading")
-    with contextlib.suppress(BaseException):
+    with _Suppress(BaseException):
         if threading is not None:
             threading._shutdown()
-    with contextlib.suppress(BaseException):
+    with _Suppress(BaseException):
         atexit._run_exitfuncs()
     code = _flush(code)
-    with contextlib.suppress(BaseException):
+    with _Suppress(BaseException):
         main.__dict__.clear()
         gc.collect()  # files the program left open are closed (and flushed) as at interpreter exit
     return _flush(code)
@@ -446,8 +477,6 @@ def _reset(state):
 
 def _format_compile_error(error):
     """The error as python3 main.py prints it: the interpreter's own display, not the traceback module's."""
-    import io
-
     saved, sys.stderr = sys.stderr, io.StringIO()
     try:
         sys.__excepthook__(type(error), error.with_traceback(None), None)
@@ -471,6 +500,8 @@ def _setup(state, header, blobs):
         except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as error:
             reply.update(status="compile_error", return_code=1, time=0.0)
             return reply, [b"", _format_compile_error(error).encode()]
+        _preload(source)
+        gc.freeze()  # the runner's objects stay out of every child's collections (and its pages stay shared)
     else:
         lim = header["limits"]
         compile_lim = dict(lim, wall_s=lim["compile_s"], cpu_s=lim["compile_s"])
@@ -545,11 +576,18 @@ def _fetch(names, cap):
     return found
 
 
-def _preload():
+def _preload(source):
+    """Import the pre-loadable standard modules the program imports (read from its import statements)."""
     import importlib
 
-    for name in PRELOAD:
-        with contextlib.suppress(ImportError):
+    found = set()
+    for line in source.splitlines():
+        words = line.replace(b",", b" ").replace(b";", b" ; ").split()
+        if len(words) > 1 and words[0] in (b"import", b"from"):
+            names = words[1:2] if words[0] == b"from" else [w for w in words[1:] if w != b"as"]
+            found.update(name.split(b".")[0].decode("ascii", "replace") for name in names)
+    for name in sorted(found & PRELOADABLE):
+        with _Suppress(ImportError):
             importlib.import_module(name)
 
 
@@ -559,10 +597,6 @@ def main():
     os.chdir(WORKDIR)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     state = {"stdio": (sys.__stdin__, sys.__stdout__, sys.__stderr__)}
-    _preload()
-    import gc
-
-    gc.freeze()  # the runner's objects stay out of every child's collections (and its pages stay shared)
     _send(control, {"op": "ready", "python": sys.version.split()[0]})
     handlers = {"setup": _setup, "run": _run_test}
     while True:
@@ -575,7 +609,8 @@ def main():
         except Exception as error:
             import traceback
 
-            _send(control, {"op": "error", "message": "".join(traceback.format_exception(error))[-4000:]})
+            told = traceback.format_exception(type(error), error, error.__traceback__)
+            _send(control, {"op": "error", "message": "".join(told)[-4000:]})
             os._exit(1)
         _send(control, reply, out)
 
