@@ -9,9 +9,11 @@ program, because its own process (pid 1 inside) keeps the environment it was exe
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,33 @@ def interpreter_binds(python: str) -> tuple[str, ...]:
     return tuple(sorted(p for p in paths if p and not any(p.startswith(d + "/") for d in SYSTEM_BINDS)))
 
 
+# seccomp: the kernel keyrings are shared by every process of a uid, and a key's description stays visible in
+# /proc/keys until the kernel collects it: a channel between tests, so the key syscalls fail with EPERM (as in
+# Docker's default profile). Syscalls of another ABI (i386 through int 0x80, x32) are refused altogether.
+_SECCOMP_ARCH = {  # machine: (AUDIT_ARCH_*, (add_key, request_key, keyctl), x32 ABI bit to refuse)
+    "x86_64": (0xC000003E, (248, 249, 250), 0x40000000),
+    "aarch64": (0xC00000B7, (217, 218, 219), None),
+}
+
+
+def seccomp_filter(machine: str | None = None) -> bytes | None:
+    """The classic-BPF program bwrap loads with ``--seccomp`` (None on an architecture it does not know)."""
+    spec = _SECCOMP_ARCH.get(machine or os.uname().machine)
+    if spec is None:
+        return None
+    arch, denied, x32 = spec
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    checks = len(denied) + (x32 is not None)
+    deny = 3 + checks + 1  # index of the EPERM return; the ALLOW return is just before it
+    program = [(ld_abs, 0, 0, 4), (jeq, 0, deny - 2, arch), (ld_abs, 0, 0, 0)]  # arch, then syscall number
+    if x32 is not None:
+        program.append((jge, deny - len(program) - 1, 0, x32))
+    for number in denied:
+        program.append((jeq, deny - len(program) - 1, 0, number))
+    program += [(ret, 0, 0, 0x7FFF0000), (ret, 0, 0, 0x00050000 | errno.EPERM)]  # ALLOW, ERRNO(EPERM)
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+
+
 def runner_argv(config: BwrapConfig, control_fd: int, code: bytes | None) -> list[str]:
     """The warm runner, talking to the server on ``control_fd``: from its bytecode (sent first on the socket)
     when the interpreter compiled it, else from source."""
@@ -95,10 +124,13 @@ def runner_bytecode(python: str) -> bytes | None:
 
 
 def command(config: BwrapConfig, bwrap: str, program: list[str], files_bytes: int,
-            extra: tuple[str, ...] = ()) -> list[str]:
-    """bwrap's argv for one sandbox running ``program`` (the runner, or in benchmarks a bare interpreter)."""
+            extra: tuple[str, ...] = (), seccomp_fd: int | None = None) -> list[str]:
+    """bwrap's argv for one sandbox running ``program`` (the runner, or in benchmarks a bare interpreter);
+    ``seccomp_fd`` reads ``seccomp_filter()``."""
     argv = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     if config.disable_userns:
         argv.append("--disable-userns")
     for name, value in SANDBOX_ENV.items():
@@ -114,7 +146,7 @@ def command(config: BwrapConfig, bwrap: str, program: list[str], files_bytes: in
             argv += ["--ro-bind", top, top]
     size = str(files_bytes)
     argv += ["--proc", "/proc", "--dev", "/dev",
-             "--size", size, "--tmpfs", runner.SHMDIR, "--remount-ro", "/dev",
+             "--size", size, "--tmpfs", runner.SHMDIR, "--mqueue", runner.MQUEUEDIR, "--remount-ro", "/dev",
              "--size", size, "--tmpfs", runner.BOX, "--dir", runner.WORKDIR, "--dir", runner.TMPDIR,
              "--symlink", runner.TMPDIR, "/tmp",
              "--chdir", runner.WORKDIR, "--remount-ro", "/", *program]

@@ -38,6 +38,19 @@ class RunReply:
     files: dict[str, bytes]
 
 
+_SECCOMP = bwrap.seccomp_filter()
+
+
+def _seccomp_fd() -> int | None:
+    """A file holding the seccomp program, for bwrap's --seccomp (it reads it at start-up)."""
+    if _SECCOMP is None:
+        return None
+    fd = os.memfd_create("seccomp", os.MFD_CLOEXEC)
+    os.write(fd, _SECCOMP)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 def _limits_wire(limits: Limits) -> dict:
     return {"wall_s": limits.wall_s, "cpu_s": limits.cpu_limit_s, "memory_mb": limits.memory_mb,
             "processes": limits.processes, "output_bytes": limits.output_bytes, "compile_s": limits.compile_s}
@@ -81,20 +94,24 @@ class RunnerProcess:
 
         ``code``: the runner's bytecode (``bwrap.runner_bytecode``), else it starts from source."""
         host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        seccomp = _seccomp_fd()
+        passed = (child.fileno(),) if seccomp is None else (child.fileno(), seccomp)
         program = bwrap.runner_argv(config, child.fileno(), code)
-        argv = bwrap.command(config, bwrap_path, program, files_bytes, extra_binds)
+        argv = bwrap.command(config, bwrap_path, program, files_bytes, extra_binds, seccomp)
         as_user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
         try:
             # Started from the event loop's thread on purpose: bwrap's --die-with-parent follows the thread
             # that forked it, and a pool thread that exits would take the sandbox with it.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, env=bwrap.SANDBOX_ENV, cwd="/",
-                                    pass_fds=(child.fileno(),), **as_user)
+                                    stderr=subprocess.PIPE, env=bwrap.SANDBOX_ENV, cwd="/", pass_fds=passed,
+                                    **as_user)
         except OSError as error:
             host.close()
             raise SandboxFailure(f"cannot start bubblewrap ({bwrap_path}): {error}") from error
         finally:
             child.close()
+            if seccomp is not None:
+                os.close(seccomp)
         reader, writer = await asyncio.open_unix_connection(sock=host)
         self = cls(proc, reader, writer, files_bytes, uid)
         try:

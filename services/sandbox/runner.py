@@ -25,7 +25,6 @@ import os
 import resource
 import select
 import signal
-import stat
 import struct
 import sys
 import time
@@ -34,7 +33,8 @@ BOX = "/box"  # the session's private tmpfs (size-capped): the working dir and /
 WORKDIR = BOX + "/work"
 TMPDIR = BOX + "/tmp"
 SHMDIR = "/dev/shm"
-SCRATCH = (WORKDIR, TMPDIR, SHMDIR)  # what a test may write; reset after each test
+MQUEUEDIR = "/dev/mqueue"  # the IPC namespace's POSIX message queues, mounted so the reset can remove them
+SCRATCH = (WORKDIR, TMPDIR, SHMDIR, MQUEUEDIR)  # what a test may write; reset after each test
 MAIN = {"python": "main.py", "cpp": "main.cpp"}
 CPP_BINARY = TMPDIR + "/main"
 EXTRA_PROCESSES = 2  # bwrap's init (pid 1) and this runner share the sandbox's process count with the program
@@ -132,12 +132,36 @@ def _send(fd, header, blobs=()):
 # Process control
 
 
+_LIBC = []
+
+
+def _libc():
+    if not _LIBC:
+        import ctypes
+
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
+
+
 def _set_dumpable(flag):
     """PR_SET_DUMPABLE: a non-dumpable runner cannot be ptraced nor its /proc files read by the program."""
-    import ctypes
+    if _libc().prctl(4, int(flag), 0, 0, 0) != 0:
+        raise OSError("prctl(PR_SET_DUMPABLE) failed")
 
-    if ctypes.CDLL(None, use_errno=True).prctl(4, int(flag), 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE)")
+
+def _clear_kernel_state():
+    """What a test may leave in the kernel rather than in files: SysV IPC objects (keyrings are out of reach:
+    the sandbox's seccomp filter refuses the key syscalls)."""
+    libc = _libc()
+    for kind, remove in (("shm", lambda i: libc.shmctl(i, 0, None)), ("sem", lambda i: libc.semctl(i, 0, 0)),
+                         ("msg", lambda i: libc.msgctl(i, 0, None))):  # IPC_RMID
+        try:
+            with open("/proc/sysvipc/" + kind) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            remove(int(row.split()[1]))
 
 
 def _others():
@@ -437,11 +461,12 @@ def _write_files(files):
 
 
 def _snapshot():
-    """What the scratch directories hold now: (path, kind, size, mtime) of every entry."""
+    """What the scratch directories hold now: every entry's inode, mode and change time (which no program can
+    set back: restoring a file's mtime still moves its ctime)."""
     found = []
     for top in SCRATCH:
         st = os.lstat(top)
-        found.append((top, stat.S_IFMT(st.st_mode), st.st_mode, 0, 0))
+        found.append((top, st.st_ino, st.st_mode, st.st_ctime_ns))
         for root, dirs, names in os.walk(top):
             for name in dirs + names:
                 path = os.path.join(root, name)
@@ -449,7 +474,7 @@ def _snapshot():
                     st = os.lstat(path)
                 except FileNotFoundError:
                     continue
-                found.append((path, stat.S_IFMT(st.st_mode), st.st_mode, st.st_size, st.st_mtime_ns))
+                found.append((path, st.st_ino, st.st_mode, st.st_ctime_ns))
     return sorted(found)
 
 
@@ -552,6 +577,7 @@ def _run_test(state, header, blobs):
     status, code, out, err, elapsed = _run(state, blobs[0], lim)
     fetched = _fetch(header.get("fetch", ()), lim["output_bytes"])
     _reset(state)
+    _clear_kernel_state()
     reply = {"op": "run", "status": status, "return_code": code, "time": elapsed,
              "fetched": [name for name, _ in fetched]}
     return reply, [out, err, *[content for _, content in fetched]]

@@ -165,3 +165,22 @@ async def test_stdin_as_bytes_and_huge(sandbox: Sandbox) -> None:
     async with sandbox.open("python", code, Limits(wall_s=10)) as session:
         raw, _ = await session.run_with_files(big)
     assert (raw.status, raw.stdout) == ("ok", f"{len(big)} 500000\n")
+
+
+async def test_kernel_state_does_not_cross_tests(sandbox: Sandbox) -> None:
+    """SysV IPC objects and POSIX message queues a test leaves are gone before the next test."""
+    code = r'''
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def ipc(kind):
+    return sorted(open("/proc/sysvipc/" + kind).read().splitlines()[1:])
+print(ipc("shm"), ipc("msg"), os.listdir("/dev/mqueue"))
+assert libc.shmget(1234, 4096, 0o1600) >= 0, ctypes.get_errno()  # IPC_CREAT | 0600
+assert libc.msgget(99, 0o1600) >= 0, ctypes.get_errno()
+assert libc.mq_open(b"/stash", 0o102, 0o600, None) >= 0, ctypes.get_errno()  # O_RDWR | O_CREAT
+print("stashed")
+'''
+    async with sandbox.open("python", code) as session:
+        first, second = await session.run(""), await session.run("")
+    assert first.status == second.status == "ok", (first, second)
+    assert first.stdout == second.stdout == "[] [] []\nstashed\n"

@@ -228,6 +228,21 @@ if os.fork() == 0:
     os._exit(0)
 print("parent done")
 ''', "ok", expect=("parent done",), daemon_marker=True),
+    Attack("keyrings", "the kernel keyrings are out of reach (a channel between tests otherwise)", "python",
+           _TRY + '''
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+numbers = {"x86_64": (248, 250), "aarch64": (217, 219)}.get(os.uname().machine, (248, 250))
+def add_key():
+    if libc.syscall(numbers[0], b"user", b"stash", b"data", 4, -4) < 0:  # add_key to the user keyring
+        raise OSError(ctypes.get_errno(), "add_key")
+def read_session():
+    if libc.syscall(numbers[1], 0, -3, 0) < 0:  # keyctl(KEYCTL_GET_KEYRING_ID, session keyring)
+        raise OSError(ctypes.get_errno(), "keyctl")
+attempt("add_key", add_key)
+attempt("keyctl", read_session)
+print(open("/proc/keys").read())
+''', "ok", expect=("blocked add_key", "blocked keyctl"), forbidden=("ESCAPED", "stash")),
     Attack("userns", "no nested user namespace (no new root inside)", "python", _TRY + '''
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
