@@ -39,6 +39,7 @@ MAIN = {"python": "main.py", "cpp": "main.cpp"}
 CPP_BINARY = TMPDIR + "/main"
 EXTRA_PROCESSES = 2  # bwrap's init (pid 1) and this runner share the sandbox's process count with the program
 COMPILE_MEMORY_MB = 4096  # g++'s address space: cc1plus maps far more than it touches
+OPEN_FILES = 1024  # per process, as a login shell's default: 64 processes cannot pin the kernel's memory
 # Standard modules a Python program's child finds already imported when the program imports them: the runner
 # imports them once at setup (a fresh python3 pays ~1-20 ms for each on every test). Only these: each is
 # deterministic and silent at import (never `this`, `antigravity`, nor the program's own modules), and `random`
@@ -170,20 +171,16 @@ def _others():
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
 
 
-def _kill_others(child=None):
+def _kill_others():
     """SIGKILL every other process (setsid or double fork cannot escape the namespace); wait until gone."""
     deadline = time.monotonic() + 5.0
     while True:
         pids = _others()
         if not pids:
             return
-        for pid in pids:
+        for pid in pids:  # the runner's child is reaped already; orphans go to bwrap's init, which reaps them
             with _Suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        if child is not None:  # our own child's zombie is ours to reap (the rest go to bwrap's init)
-            with _Suppress(ChildProcessError):
-                os.waitpid(child, 0)
-            child = None
         if time.monotonic() > deadline:
             raise RuntimeError(f"processes {pids} survive SIGKILL")
         time.sleep(0.0005)
@@ -201,6 +198,7 @@ def _apply_limits(lim, memory_mb):
     stack_hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
     _limit(resource.RLIMIT_STACK, min(memory, stack_hard), stack_hard)
     _limit(resource.RLIMIT_NPROC, lim["processes"] + EXTRA_PROCESSES)
+    _limit(resource.RLIMIT_NOFILE, min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], OPEN_FILES))
     _limit(resource.RLIMIT_CORE, 0)
 
 
@@ -292,17 +290,18 @@ def _classify(verdict, status, rusage, lim, stderr, memory_flag):
         return verdict, code
     if verdict == "timeout" or code == -signal.SIGXCPU or cpu >= lim["cpu_s"]:
         return "timeout", None
-    if memory_flag or _out_of_memory(code, stderr):
+    if memory_flag or _out_of_memory(code, stderr, rusage.ru_maxrss * 1024, lim["memory_mb"] << 20):
         return "memory_limit", code
     return ("ok" if code == 0 else "runtime_error"), code
 
 
-def _out_of_memory(code, stderr):
-    """A crash the address-space limit caused: C++'s bad_alloc, a fatal MemoryError, or an OOM kill."""
+def _out_of_memory(code, stderr, peak, limit):
+    """A crash the memory limit caused: C++'s bad_alloc, a fatal MemoryError, or the kernel's OOM killer (a
+    SIGKILL the runner did not send, those are verdicts, to a process that held much of its allowance)."""
     tail = stderr[-4096:]
     if code == -signal.SIGABRT and (b"std::bad_alloc" in tail or b"MemoryError" in tail):
         return True
-    return code == -signal.SIGKILL  # not the runner's kill (those are verdicts): the kernel's OOM killer
+    return code == -signal.SIGKILL and peak >= limit // 2
 
 
 # ------------------------------------------------------------------------------------------------
@@ -619,6 +618,10 @@ def _preload(source):
 
 def main():
     control = int(sys.argv[1])
+    # The kernel's OOM killer takes sandboxed processes first (limits are per process: 64 of them together can
+    # still press the host), never the server. Raising one's own score needs no privilege.
+    with _Suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
     _set_dumpable(False)
     os.chdir(WORKDIR)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -184,3 +184,17 @@ print("stashed")
         first, second = await session.run(""), await session.run("")
     assert first.status == second.status == "ok", (first, second)
     assert first.stdout == second.stdout == "[] [] []\nstashed\n"
+
+
+async def test_resource_limits_seen_by_the_program(sandbox: Sandbox) -> None:
+    code = """
+import resource
+for name in ("RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_CPU", "RLIMIT_NOFILE", "RLIMIT_CORE"):
+    print(name, resource.getrlimit(getattr(resource, name)))
+print("oom", open("/proc/self/oom_score_adj").read().strip())
+"""
+    async with sandbox.open("python", code, Limits(wall_s=2.5, memory_mb=256, processes=16)) as session:
+        raw = await session.run("")
+    assert raw.stdout.splitlines() == [
+        f"RLIMIT_AS ({256 << 20}, {256 << 20})", "RLIMIT_NPROC (18, 18)", "RLIMIT_CPU (3, 4)",
+        "RLIMIT_NOFILE (1024, 1024)", "RLIMIT_CORE (0, 0)", "oom 1000"], raw
