@@ -218,7 +218,7 @@ attempt("ptrace", ptrace)
 attempt("mem", lambda: open(f"/proc/{os.getppid()}/mem", "rb").read(1))
 attempt("environ", lambda: open(f"/proc/{os.getppid()}/environ", "rb").read())
 attempt("fds", lambda: os.listdir(f"/proc/{os.getppid()}/fd"))
-''', "ok", expect=("blocked ptrace", "blocked mem")),
+''', "ok", expect=("blocked ptrace", "blocked mem", "blocked environ", "blocked fds")),
     Attack("daemon", "a child that daemonises (setsid + double fork) does not outlive the run", "python", '''
 import os, sys
 if os.fork() == 0:
