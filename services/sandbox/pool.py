@@ -196,9 +196,9 @@ class Sandbox:
 
     def _release(self, slot: _Slot) -> None:
         self.stats.sessions -= 1
+        self._free.put_nowait(slot)
         if self.prewarm:
             self._warm(slot)
-        self._free.put_nowait(slot)
 
     async def _runner(self, slot: _Slot, files_bytes: int) -> RunnerProcess:
         """The slot's warm sandbox if it fits, else a fresh one."""
@@ -337,6 +337,16 @@ class BwrapSession:
         status = "timeout" if gone.timed_out else "runtime_error"
         return RawRun(status, None if gone.timed_out else -9, "", f"the test killed its sandbox runner: {gone}",
                       elapsed)
+
+    def __del__(self) -> None:
+        """A session dropped without ``aclose()``: its sandbox is killed and its worker comes back anyway."""
+        proc, slot = getattr(self, "_proc", None), getattr(self, "_slot", None)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the process is killed all the same
+            if proc is not None:
+                proc.kill()  # subprocess reaps it later (its _cleanup of dropped processes)
+        with contextlib.suppress(RuntimeError):  # no running loop: no warm start, the slot still returns
+            if slot is not None:
+                self._pool._release(slot)
 
     async def aclose(self) -> None:
         """Kill the sandbox and give the worker back (idempotent)."""

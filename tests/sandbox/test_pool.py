@@ -147,3 +147,16 @@ async def test_files_and_fetch(sandbox: Sandbox) -> None:
         raw, files = await session.run_with_files("", fetch=("result.txt", "missing.txt", "/etc/passwd"))
     assert (raw.status, raw.stdout) == ("ok", "hello\n")
     assert files == {"result.txt": b"42"}
+
+
+async def test_a_dropped_session_gives_its_worker_back(make_sandbox) -> None:
+    import gc
+
+    sandbox = make_sandbox(workers=1, queue_size=0, prewarm=False)
+    dropped = sandbox.open("python", ECHO)
+    await dropped.prepare()
+    del dropped
+    gc.collect()
+    assert sandbox.stats.sessions == 0
+    async with sandbox.open("python", ECHO) as session:  # the only worker is free again
+        assert (await session.run("back")).stdout == "back\n"
