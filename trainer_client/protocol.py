@@ -356,3 +356,42 @@ class RecipeInfo(BaseModel):
 class RecipeList(BaseModel):
     default: str
     recipes: list[RecipeInfo]
+
+
+# ---------------------------------------------------------------------------------------------
+# SandboxFusion's /run_code, field for field (bytedance/SandboxFusion sandbox/server/sandbox_api.py and
+# sandbox/runners/types.py), so verl's `reward.sandbox_fusion.url` client works unchanged. `language` is a
+# plain string here: a language this server does not run is refused with a message naming the field.
+
+
+class RunCodeRequest(BaseModel):
+    compile_timeout: float = Field(10, description="compile timeout for compiled languages (seconds)")
+    run_timeout: float = Field(10, description="code run timeout (seconds)")
+    memory_limit_MB: int = Field(-1, description="maximum memory in megabytes; -1: the server's default")
+    code: str = Field(..., description="the code to run")
+    stdin: str | None = Field(None, description="text passed to the program's stdin")
+    language: str = Field(..., description="the language of the code: python or cpp")
+    files: dict[str, str | None] = Field(default_factory=dict, description="file path -> base64 content")
+    fetch_files: list[str] = Field(default_factory=list, description="file paths to return after the run")
+
+
+class CommandRunResult(BaseModel):
+    """One command (the compiler, or the program): how it ended and what it printed."""
+
+    status: Literal["Finished", "Error", "TimeLimitExceeded"]
+    execution_time: float | None = None
+    return_code: int | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+class RunCodeResponse(BaseModel):
+    """``Success``: every command finished with 0; ``Failed``: a non-zero exit or a time limit (compile or
+    run); ``SandboxError``: the sandbox itself failed (``message`` says how)."""
+
+    status: Literal["Success", "Failed", "SandboxError"]
+    message: str
+    compile_result: CommandRunResult | None = None
+    run_result: CommandRunResult | None = None
+    executor_pod_name: str | None = None
+    files: dict[str, str] = Field(default_factory=dict)

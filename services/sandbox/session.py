@@ -42,7 +42,7 @@ class RawRun:
     """One process run: how it ended, what it printed (each stream cut at the output cap) and how long it took."""
 
     status: RunStatus
-    return_code: int | None
+    return_code: int | None  # negative: the signal that ended it; None: killed at a time limit (run or compile)
     stdout: str
     stderr: str
     execution_time: float  # seconds of wall time
