@@ -48,6 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings.load(args.config, **overrides_from_args(args, ServerSettings))
     if "model" in ENGINES[settings.engine].needs and (problem := model_dir_problem(settings.model or "")):
         raise SettingsError(f"invalid setting 'model' (--model, GENRM_SERVER_MODEL): {problem}")
+    if settings.sandbox_isolation != "off":
+        _check_sandbox(settings)
     sock = bind_listener(settings.host, settings.port, env="GENRM_SERVER_PORT")  # before the model loads
     _setup_logging(settings.log_level)
     from services.genrm_server.app import create_app
@@ -58,6 +60,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
     uvicorn.Server(config).run(sockets=[sock])  # re-raises a stop signal once stopped: Ctrl-C exits 130
     return 0
+
+
+def _check_sandbox(settings: object) -> None:
+    """Start one sandbox now: a server whose sandbox cannot work stops here, in one line naming the setting."""
+    import asyncio
+
+    from services.genrm_server.code_api import create_sandbox
+    from services.sandbox.session import SandboxFailure
+
+    async def check() -> None:
+        sandbox = create_sandbox(settings)  # type: ignore[arg-type]
+        try:
+            await sandbox.check()
+        finally:
+            await sandbox.aclose()
+
+    try:
+        asyncio.run(check())
+    except SandboxFailure as exc:
+        raise SettingsError(f"invalid setting 'code_sandbox' (--code-sandbox, GENRM_SERVER_CODE_SANDBOX): the "
+                            f"sandbox does not work here: {exc}. (--code-sandbox none runs programs unsandboxed: "
+                            "trusted code only)") from None
 
 
 def cmd_route(args: argparse.Namespace) -> int:

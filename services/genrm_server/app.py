@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from services.genrm_server import openai_api, reward_api
+from services.genrm_server import code_api, openai_api, reward_api
 from services.genrm_server import openapi as openapi_doc
 from services.genrm_server.engines import Engine, create_engine
 from services.genrm_server.errors import install_error_handlers
-from services.genrm_server.metrics import ServerMetrics
+from services.genrm_server.metrics import SandboxMetrics, ServerMetrics
 from services.genrm_server.middleware import ApiKeys, BodySizeLimit, RequestMetrics
 from services.genrm_server.model_marker import marker_warning
 from services.genrm_server.reward_service import RewardService
@@ -29,33 +29,45 @@ from trainer_client.protocol import error_body
 log = logging.getLogger("genrm.server")
 
 ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics", "/v1/reward",
-          "/v1/reward/batch", "/v1/recipes", "/get_reward", "/slime/reward"}
+          "/v1/reward/batch", "/v1/recipes", "/get_reward", "/slime/reward", "/run_code"}
 
 
 def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAPI:
     engine = engine or create_engine(settings)
     metrics = ServerMetrics(engine)
+    sandbox_metrics: SandboxMetrics | None = None
+    sandbox = code_api.create_sandbox(settings, on_run=lambda run: sandbox_metrics and sandbox_metrics.on_run(run))
+    if sandbox is not None:
+        sandbox_metrics = SandboxMetrics(metrics.registry, sandbox)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warning := marker_warning(settings.model):
             log.warning("%s", warning)
+        if sandbox is not None:
+            await code_api.start(sandbox, settings.sandbox_isolation)  # no working sandbox: refuse to start
         await engine.start()
         # The model, torch and transformers are a million long-lived objects: keep every full collection
         # (triggered by request garbage, e.g. a batch's thousands of samples) from walking them again.
         gc.freeze()
-        log.info("serving model '%s' with the %s engine", engine.model_name, settings.engine)
+        if engine.serves_model:
+            log.info("serving model '%s' with the %s engine", engine.model_name, settings.engine)
         try:
             yield
         finally:
             app.state.rewards.close()
             await engine.stop()
+            if sandbox is not None:
+                await sandbox.aclose()
 
     app = FastAPI(title="genrm-platform GenRM server", version="0.1.0", lifespan=lifespan)
     app.state.engine, app.state.metrics, app.state.settings = engine, metrics, settings
-    app.state.rewards = RewardService(settings, engine, metrics.rewards)
+    app.state.sandbox, app.state.sandbox_metrics = sandbox, sandbox_metrics
+    app.state.rewards = RewardService(settings, engine, metrics.rewards, sandbox)
     app.include_router(openai_api.router)
     app.include_router(reward_api.router)
+    if sandbox is not None:
+        app.include_router(code_api.router)
     install_error_handlers(app)
     openapi_doc.install(app, api_keys=bool(settings.api_keys))
 

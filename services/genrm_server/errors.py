@@ -4,6 +4,7 @@ envelope with a message that names the offending field."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.genrm_server.engines import EngineError
 from services.genrm_server.recipes import RecipeInputError, UnknownRecipe
+from services.sandbox.pool import UnsupportedLanguage
+from services.sandbox.session import SandboxBusy, SandboxFailure
 from trainer_client.protocol import error_body
 
 log = logging.getLogger("genrm.server")
@@ -29,6 +32,12 @@ def describe_error(exc: Exception) -> tuple[int, str, str | None]:
         return (404 if isinstance(exc, UnknownRecipe) else 400), exc.message, exc.param
     if isinstance(exc, EngineError):
         return exc.status, exc.message, exc.param
+    if isinstance(exc, SandboxBusy):
+        return 503, f"every sandbox worker is busy and the queue is full: {exc}", None
+    if isinstance(exc, SandboxFailure):  # the sandbox itself, never the program: an error, not a score
+        return 503, f"sandbox failure: {exc}", None
+    if isinstance(exc, UnsupportedLanguage):
+        return 400, str(exc), "extra_info.language"
     if isinstance(exc, StarletteHTTPException):
         cause = exc.__cause__
         if exc.status_code == 400 and cause is not None and not isinstance(cause, StarletteHTTPException):
@@ -49,12 +58,13 @@ def install_error_handlers(app: FastAPI) -> None:
             # FastAPI reads a body as JSON only when it says so: plain `curl -d` sends a form.
             sent = request.headers.get("content-type") or "none"
             message = f"the body must be JSON sent with content-type: application/json (got content-type: {sent})"
-        return JSONResponse(error_body(status, message, param=param), status_code=status)
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))} if isinstance(exc, SandboxBusy) else None
+        return JSONResponse(error_body(status, message, param=param), status_code=status, headers=headers)
 
     # ValidationError: a body a handler validates itself (the batch route); without its own handler it would
     # reach the catch-all, which Starlette re-raises after answering (a traceback per bad request).
-    for kind in (RequestValidationError, ValidationError, RecipeInputError, EngineError, StarletteHTTPException,
-                 Exception):
+    for kind in (RequestValidationError, ValidationError, RecipeInputError, EngineError, SandboxBusy,
+                 SandboxFailure, UnsupportedLanguage, StarletteHTTPException, Exception):
         app.add_exception_handler(kind, handle)
 
 

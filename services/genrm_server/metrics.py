@@ -86,6 +86,9 @@ class RewardMetrics:
         )
         self.judge_errors = Counter("genrm_reward_judge_call_errors", "Judge calls the engine could not serve.",
                                     ["recipe"], registry=r)
+        self.sandbox_failures = Counter(
+            "genrm_reward_sandbox_failures", "Samples or /run_code calls the sandbox itself failed (an error, never "
+            "a score).", registry=r)
         self._ok: dict[str, Any] = {}
 
     def on_judge_reply(self, recipe: str, reply: object) -> None:
@@ -160,3 +163,29 @@ class ScoreHistogram:
 
     def describe(self) -> Iterator[HistogramMetricFamily]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=["recipe"])
+
+
+RUN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class SandboxMetrics:
+    """The code sandbox: runs by status and their time (``on_run``), the queue, busy workers, refusals."""
+
+    def __init__(self, registry: CollectorRegistry, sandbox: Any):
+        r = registry
+        self.executions = Counter("genrm_sandbox_executions", "Program runs (one per test), by how they ended.",
+                                  ["status"], registry=r)
+        self.run_seconds = Histogram("genrm_sandbox_run_seconds", "Wall time of one program run.",
+                                     buckets=RUN_BUCKETS, registry=r)
+        self.rejected = Counter("genrm_sandbox_rejected", "Requests refused with 503: every worker busy, queue full.",
+                                registry=r)
+        stats = sandbox.stats
+        Gauge("genrm_sandbox_workers", "Sandbox workers (programs at once).", registry=r).set(sandbox.workers)
+        Gauge("genrm_sandbox_busy_workers", "Workers holding a sample now.", registry=r).set_function(
+            lambda: stats.sessions)
+        Gauge("genrm_sandbox_queue", "Samples waiting for a sandbox worker.", registry=r).set_function(
+            lambda: stats.queued)
+
+    def on_run(self, run: Any) -> None:
+        self.executions.labels(status=run.status).inc()
+        self.run_seconds.observe(run.execution_time)

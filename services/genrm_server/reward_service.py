@@ -15,15 +15,16 @@ from services.genrm_server.recipes import Judge, Recipe, RecipeInputError, Unkno
 from services.genrm_server.recipes.overlong import apply_overlong
 from services.genrm_server.result_cache import CoalescingCache, digest
 from services.genrm_server.settings import ServerSettings
+from services.sandbox.session import SandboxFailure
 from trainer_client.protocol import RewardRequest, error_info
 
 log = logging.getLogger("genrm.rewards")
 
 
 class RewardService:
-    def __init__(self, settings: ServerSettings, engine: Engine, metrics: RewardMetrics):
+    def __init__(self, settings: ServerSettings, engine: Engine, metrics: RewardMetrics, sandbox: Any = None):
         self.pool = CpuPool()
-        self.recipes: dict[str, Recipe] = create_recipes(settings, self.pool)
+        self.recipes: dict[str, Recipe] = create_recipes(settings, self.pool, sandbox)
         self.cache = CoalescingCache(settings.reward_cache_size)
         self.default = settings.recipe
         self.metrics = metrics
@@ -44,8 +45,10 @@ class RewardService:
         if result is None:
             try:
                 result = apply_overlong(vars(sample), await self._score_cached(recipe, sample), recipe.overlong)
-            except RecipeInputError:
+            except (RecipeInputError, SandboxFailure) as exc:
                 self.metrics.samples.labels(recipe=recipe.name, outcome="error").inc()
+                if isinstance(exc, SandboxFailure):
+                    self.metrics.sandbox_failures.inc()
                 raise
         self.metrics.on_result(recipe.name, result)
         return result

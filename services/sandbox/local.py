@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
+from services.sandbox.pool import SandboxStats
 from services.sandbox.session import Language, Limits, RawRun, RunStatus, SandboxBusy, SandboxFailure
 
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0",
@@ -37,41 +38,70 @@ class LocalSessions:
     ``queue_size`` waiting runs (None: no bound), ``SandboxBusy``."""
 
     def __init__(self, workers: int | None = None, queue_size: int | None = None, python: str = sys.executable,
-                 cxx: str | None = None):
+                 cxx: str | None = None, on_run: Callable[[RawRun], None] | None = None):
         self.workers = workers or len(os.sched_getaffinity(0))
         self.queue_size = queue_size
         self.python = python
         self.cxx = cxx or shutil.which("g++")
-        self.waiting = 0
+        self.on_run = on_run
+        self.stats = SandboxStats()  # the same counters as the sandbox's: sessions = runs holding a slot
         self._slots: asyncio.Semaphore | None = None
 
-    def open(self, language: Language, code: str, limits: Limits) -> LocalSession:
-        return LocalSession(self, language, code, limits)
+    @property
+    def languages(self) -> tuple[Language, ...]:
+        return ("python", "cpp") if self.cxx else ("python",)
+
+    async def check(self) -> str:
+        """Run a program once, as the sandbox's start-up check does; SandboxFailure when Python cannot run."""
+        async with self.open("python", "print(sum(map(int, input().split())))") as session:
+            if await session.prepare() is not None or (await session.run("40 2\n")).stdout != "42\n":
+                raise SandboxFailure(f"{self.python} did not run the start-up check program")
+        return f"unsandboxed ({self.python})"
+
+    async def aclose(self) -> None:
+        return None
+
+    def open(self, language: Language, code: str, limits: Limits | None = None, *,
+             files: dict[str, bytes] | None = None) -> LocalSession:
+        """``files``: written into each run's working directory (``/run_code``'s ``files``)."""
+        return LocalSession(self, language, code, limits or Limits(), files or {})
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.workers)
-        if self.queue_size is not None and self._slots.locked() and self.waiting >= self.queue_size:
+        if self.queue_size is not None and self._slots.locked() and self.stats.queued >= self.queue_size:
+            self.stats.busy += 1
             raise SandboxBusy()
-        self.waiting += 1
+        self.stats.queued += 1
         try:
             await self._slots.acquire()
         finally:
-            self.waiting -= 1
+            self.stats.queued -= 1
+        self.stats.sessions += 1
         try:
             yield
         finally:
+            self.stats.sessions -= 1
             self._slots.release()
 
 
 class LocalSession:
     """One program in a private directory: compiled or syntax-checked once, then one process per run."""
 
-    def __init__(self, owner: LocalSessions, language: Language, code: str, limits: Limits):
+    def __init__(self, owner: LocalSessions, language: Language, code: str, limits: Limits,
+                 files: dict[str, bytes] | None = None):
         self.owner, self.language, self.code, self.limits = owner, language, code, limits
+        self.files = files or {}
         self.dir: Path | None = None
+        self.compile_result: RawRun | None = None  # the compiler's run (C++), as the sandbox keeps it
         self._ready: tuple[list[str], int] | None = None  # argv and the NPROC limit, once prepared
+
+    async def __aenter__(self) -> LocalSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def prepare(self) -> RawRun | None:
         self.dir = Path(tempfile.mkdtemp(prefix="genrm-code-"))
@@ -91,19 +121,35 @@ class LocalSession:
         compile_limits = self.limits.with_(wall_s=self.limits.compile_s, cpu_s=self.limits.compile_s)
         async with self.owner.slot():
             run = await _execute(check, b"", self.dir, compile_limits, _rlimits(compile_limits, nproc, memory=False))
+        if self.language == "cpp":
+            self.compile_result = run
         if run.status == "ok":
             self._ready = argv, nproc
             return None
         return RawRun("compile_error", run.return_code, run.stdout, run.stderr, run.execution_time)
 
     async def run(self, stdin: str) -> RawRun:
+        return (await self.run_with_files(stdin))[0]
+
+    async def run_with_files(self, stdin: str | bytes, *, fetch: tuple[str, ...] = ()) -> tuple[RawRun, dict]:
+        """One run; with ``fetch``, the named files of its working directory afterwards (those that exist)."""
         if self._ready is None or self.dir is None:
             raise RuntimeError("run() before a successful prepare()")
         argv, nproc = self._ready
+        data = stdin if isinstance(stdin, bytes) else stdin.encode()
         async with self.owner.slot():
             workdir = Path(tempfile.mkdtemp(dir=self.dir, prefix="run-"))
             try:
-                return await _execute(argv, stdin.encode(), workdir, self.limits, _rlimits(self.limits, nproc, True))
+                for name, content in self.files.items():
+                    target = workdir / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(content)
+                raw = await _execute(argv, data, workdir, self.limits, _rlimits(self.limits, nproc, True))
+                self.owner.stats.executions[raw.status] += 1
+                if self.owner.on_run is not None:
+                    self.owner.on_run(raw)
+                fetched = {name: (workdir / name).read_bytes() for name in fetch if (workdir / name).is_file()}
+                return raw, fetched
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
 
