@@ -75,7 +75,9 @@ class _RouterSettings(ComponentSettings):
     client_idle_timeout_s: float = Field(
         75.0, gt=0, description="Close a client connection idle (or sending a request slowly) this long."
     )
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Bodies larger than this get 413.")
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bodies larger than this get 413 (a batch of long solutions, or a "
+        "program a sandbox server then refuses naming its field, fits).")
     ssl_certfile: str | None = Field(None, description="Serve HTTPS with this PEM certificate chain.")
     ssl_keyfile: str | None = Field(None, description="Private key of ssl_certfile.")
     log_level: str = Field("info", description="Log verbosity (debug, info, warning, error); info logs access lines.")

@@ -102,6 +102,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from common.listen import check_port_free
     from services.local_stack import LocalStack, StackError, run_forever
 
+    if args.replicas < 1 and args.sandbox_replicas < 1:
+        raise SettingsError("invalid setting 'replicas' (--replicas): at least 1 server (or --sandbox-replicas >= 1 "
+                            f"for a code-only stack), got {args.replicas}")
     if args.model is not None and (args.engine or "transformers") != "openai":
         from services.genrm_server.model_dir import model_dir_problem
 
@@ -118,8 +121,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.replicas, args.model, host=args.host, router_port=args.port, config_file=args.config,
         server_args=server_args, router_args=["--policy", args.policy] if args.policy else [],
         ready_timeout_s=args.ready_timeout, child_log_level="info" if args.log_level == "debug" else "warning",
+        sandbox_replicas=args.sandbox_replicas,
     )
-    if args.model is None:
+    if args.model is None and args.replicas:
         logging.getLogger("genrm.up").warning(
             "no --model given: using the embedded tiny random-weight model; its judgments are meaningless"
         )
@@ -158,13 +162,13 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -197,7 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start N GenRM servers and a router as child processes on 127.0.0.1, wait until all are "
         "ready, print 'router ready: URL', and stop everything on Ctrl-C/SIGTERM or when a child dies.",
     )
-    p.add_argument("--replicas", type=_positive_int, default=2, help="GenRM server processes [default: 2].")
+    p.add_argument("--replicas", type=_whole_number, default=2,
+                   help="GenRM (judge) server processes; 0 only with --sandbox-replicas [default: 2].")
+    p.add_argument("--sandbox-replicas", type=_whole_number, default=0,
+                   help="CPU-only sandbox servers for code rewards (recipe code, /run_code) behind the same "
+                   "router; they need bubblewrap [default: 0].")
     p.add_argument("--model", default=None,
                    help="Local model directory; default: the embedded tiny random model (meaningless judgments).")
     p.add_argument("--port", type=int, default=9000, help="Router port; 0 = a free port [default: 9000].")

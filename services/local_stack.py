@@ -22,7 +22,7 @@ import httpx
 
 log = logging.getLogger("genrm.up")
 
-READY_LINE = "router ready: {url} ({servers} servers; started in {seconds:.1f}s)"
+READY_LINE = "router ready: {url} ({servers} servers{sandboxes}; started in {seconds:.1f}s)"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -141,10 +141,12 @@ class LocalStack:
         ready_timeout_s: float = 180.0,
         log_dir: str | Path | None = None,
         child_log_level: str | None = None,
+        sandbox_replicas: int = 0,
     ):
         """``child_log_level``: passed to every child as ``--log-level`` (``genrm up`` keeps them to warnings, so
-        the terminal shows the router's URL, not each server's)."""
-        self.replicas, self.host = replicas, host
+        the terminal shows the router's URL, not each server's). ``sandbox_replicas``: CPU-only sandbox servers
+        (``serve --engine none --recipe code``) beside the judges, behind the same router."""
+        self.replicas, self.host, self.sandbox_replicas = replicas, host, sandbox_replicas
         self.model = str(model) if model else None
         self.router_port = router_port or free_port(host)
         self.config_file = config_file
@@ -164,7 +166,7 @@ class LocalStack:
         return [*self.servers, *([self.router] if self.router else [])]
 
     def start(self) -> str:
-        if self.model is None:
+        if self.model is None and self.replicas:
             self.model = str(ensure_tiny_model(default_model_dir()))
         try:
             for i in range(self.replicas):
@@ -174,6 +176,11 @@ class LocalStack:
                 args = ["serve", "--host", self.host, "--port", str(port), "--model", self.model,
                         "--torch-threads", threads, *self.child_args, *self.server_args]
                 self.servers.append(self._spawn(f"server-{i}", f"http://{self.host}:{port}", args))
+            for i in range(self.sandbox_replicas):
+                port = free_port(self.host)
+                args = ["serve", "--host", self.host, "--port", str(port), "--engine", "none", "--recipe", "code",
+                        *self.child_args]
+                self.servers.append(self._spawn(f"sandbox-{i}", f"http://{self.host}:{port}", args))
             deadline = time.monotonic() + self.ready_timeout_s
             for server in self.servers:
                 wait_ready(server, deadline)
@@ -238,7 +245,9 @@ def run_forever(stack: LocalStack) -> int:
             log.info("received %s while starting; stopping", signal.Signals(exc.signum).name)
             return _status(exc.signum)
         stopping["starting"] = False
-        print(READY_LINE.format(url=stack.url, servers=stack.replicas, seconds=time.monotonic() - t0), flush=True)
+        sandboxes = f" + {stack.sandbox_replicas} sandbox" if stack.sandbox_replicas else ""
+        print(READY_LINE.format(url=stack.url, servers=stack.replicas, sandboxes=sandboxes,
+                                seconds=time.monotonic() - t0), flush=True)
         while not stopping["signal"]:
             dead = stack.dead_child()
             if dead is not None:

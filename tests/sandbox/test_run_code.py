@@ -4,16 +4,11 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from services.local_stack import free_port
 from services.sandbox import BwrapConfig, Limits, Sandbox
 from services.sandbox.run_code import RunCodeInvalid, RunCodeMaxima, run_code
 from tests.sandbox.conftest import needs_bwrap, needs_gxx
@@ -117,27 +112,15 @@ async def test_limits_come_from_the_request(sandbox: Sandbox) -> None:
 
 @pytest.fixture(scope="module")
 def run_code_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("run-code") / "server.log"
-    server = Path(__file__).resolve().parents[1] / "support" / "run_code_server.py"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(server), str(port)], stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    """A real sandbox server (``genrm serve --recipe code``): its /run_code, as verl's client calls it."""
+    from tests.conftest import start_server
+
+    child = start_server("", tmp_path_factory.mktemp("run-code"), "--recipe", "code", "--sandbox-workers", "4",
+                         name="sandbox")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the run_code server did not start"
-            time.sleep(0.2)
-        yield url + "/run_code"
+        yield child.url + "/run_code"
     finally:
-        proc.terminate()
-        proc.wait(30)
+        child.stop()
 
 
 STDIO = {"inputs": ["1 2\n", "10 20\n", "-5 5\n"], "outputs": ["3\n", "30\n", "0\n"]}

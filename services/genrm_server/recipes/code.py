@@ -63,8 +63,8 @@ class CodeRecipe(Recipe):
                 scoring=info.get("scoring", self.defaults.scoring), max_tests=self._max_tests(info),
                 float_tolerance=info.get("float_tolerance", self.defaults.float_tolerance), limits=self._limits(info))
         except CodeInputError as exc:
-            param = exc.param if exc.param == "ground_truth" or exc.param.startswith("extra_info") else (
-                f"extra_info.{exc.param}")
+            own = exc.param.split(".", 1)[0] in ("ground_truth", "extra_info")  # else an option of extra_info
+            param = exc.param if own else f"extra_info.{exc.param}"
             raise RecipeInputError(exc.message, param) from None
         return result.to_dict()
 
