@@ -473,7 +473,7 @@ def test_service_monitors_scrape_metrics(rendered: Rendered) -> None:
 
 def test_hpa_scales_the_router(rendered: Rendered) -> None:
     scaling = rendered.values["router"]["autoscaling"]
-    hpa = rendered.maybe("HorizontalPodAutoscaler")
+    hpa = rendered.maybe("HorizontalPodAutoscaler", "router")
     deployment = rendered.one("Deployment", "router")
     if not scaling["enabled"]:
         assert hpa is None
