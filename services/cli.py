@@ -53,12 +53,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = bind_listener(settings.host, settings.port, env="GENRM_SERVER_PORT")  # before the model loads
     _setup_logging(settings.log_level)
     from services.genrm_server.app import create_app
+    from services.genrm_server.shutdown import GracefulServer
 
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            access_log=settings.log_level == "debug", timeout_graceful_shutdown=10,
+                            access_log=settings.log_level == "debug",
+                            timeout_graceful_shutdown=settings.shutdown_timeout_s,
                             ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
-    uvicorn.Server(config).run(sockets=[sock])  # re-raises a stop signal once stopped: Ctrl-C exits 130
+    server = GracefulServer(config, delay_s=settings.shutdown_delay_s, on_draining=app.state.begin_draining,
+                            serving=lambda: app.state.engine.ready)
+    server.run(sockets=[sock])  # re-raises a stop signal once stopped: Ctrl-C exits 130
     return 0
 
 

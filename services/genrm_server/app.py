@@ -1,6 +1,6 @@
 """The GenRM server: one FastAPI app per replica, one engine per app.
 
-Routes: the OpenAI API (``openai_api``), ``/health`` (process alive), ``/ready`` (engine serving),
+Routes: the OpenAI API (``openai_api``), ``/health`` (process alive), ``/ready`` (engine serving, not shutting down),
 ``/metrics`` (Prometheus). Every error, including validation and unknown routes, uses OpenAI's error
 envelope with a message that names the offending field.
 """
@@ -64,6 +64,12 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
     app.state.engine, app.state.metrics, app.state.settings = engine, metrics, settings
     app.state.sandbox, app.state.sandbox_metrics = sandbox, sandbox_metrics
     app.state.rewards = RewardService(settings, engine, metrics.rewards, sandbox)
+    app.state.draining = False  # set on a stop signal: /ready answers 503 while the requests in flight finish
+
+    def begin_draining() -> None:
+        app.state.draining = True
+
+    app.state.begin_draining = begin_draining
     app.include_router(openai_api.router)
     app.include_router(reward_api.router)
     if sandbox is not None:
@@ -77,6 +83,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
 
     @app.get("/ready")
     async def ready() -> Response:
+        if app.state.draining:
+            return JSONResponse(error_body(503, "shutting down: finishing the requests in flight"), status_code=503)
         if await engine.check_ready():
             return JSONResponse({"status": "ready", "model": engine.model_name})
         return JSONResponse(error_body(503, "engine not ready"), status_code=503)

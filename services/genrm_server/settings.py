@@ -85,6 +85,15 @@ class ServerSettings(ComponentSettings):
     judge_timeout_s: float = Field(
         1800.0, gt=0, description="Judge recipes: a call past this fails (judge_ok=false), so no sample waits forever."
     )
+    shutdown_delay_s: float = Field(
+        0.0, ge=0, le=3600, description="On SIGTERM: /ready answers 503 at once but the server keeps serving this "
+        "long before it closes its listener, so routers stop sending before connections are refused (a second "
+        "signal skips the rest).",
+    )
+    shutdown_timeout_s: float = Field(
+        20.0, ge=0, description="On SIGTERM, after the delay: how long the requests in flight may take to finish "
+        "before they are cancelled. Where scale-down must not cut judge calls, at least judge_timeout_s.",
+    )
     fapo_flaw_penalty: float = Field(1.0, ge=0, description="fapo recipe: subtracted from +1 for a flawed positive.")
     code_sandbox: Literal["auto", "bwrap", "none", "off"] = Field(
         "auto", description="code recipe and /run_code: `bwrap` runs every program in a bubblewrap sandbox (no "

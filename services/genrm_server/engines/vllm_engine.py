@@ -80,7 +80,13 @@ class VLLMEngine(Engine):
 
     @property
     def num_running(self) -> int:
-        return self._in_flight
+        running = scheduler_gauge("vllm:num_requests_running") if self._llm is not None else None
+        return self._in_flight if running is None else running
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests vLLM's scheduler holds back (no batch slot or KV blocks yet): the load the judges scale on."""
+        return (scheduler_gauge("vllm:num_requests_waiting") if self._llm is not None else None) or 0
 
     async def generate(self, inp: GenerationInput, params: SamplingParams) -> AsyncIterator[Delta]:
         from vllm import SamplingParams as VSamplingParams
@@ -133,6 +139,17 @@ class VLLMEngine(Engine):
             self._in_flight -= 1
             if self._llm is not None:
                 await self._llm.abort(request_id)  # no-op when finished; frees the slot otherwise
+
+
+def scheduler_gauge(name: str, registry: Any = None) -> int | None:
+    """A vLLM scheduler gauge (``vllm:num_requests_running`` / ``_waiting``) summed over its engines, from the
+    registry vLLM's stat logger fills; None until vLLM has recorded one."""
+    if registry is None:
+        from prometheus_client import REGISTRY as registry
+    for family in registry.collect():
+        if family.name == name:
+            return int(sum(sample.value for sample in family.samples))
+    return None
 
 
 class _VLLMFamilies:
