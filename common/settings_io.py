@@ -133,8 +133,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[ComponentS
     for name, field in cls.model_fields.items():
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
-        shown = f"; default: {_shown(default)}" if default not in (None, "", []) else ""
-        help_text = f"{field.description or ''} [env: {prefix}{name.upper()}{shown}]".replace("%", "%%")
+        shown = f"default: {_shown(default)}; " if default not in (None, "", []) else ""
+        help_text = f"{field.description or ''} [{shown}env: {prefix}{name.upper()}]".replace("%", "%%")
         base = _base_type(field.annotation)
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:

@@ -194,7 +194,7 @@ def test_help_shows_every_settings_env_var_and_default(command: str) -> None:
         default = field.get_default(call_default_factory=True)
         if default not in (None, "", []):
             shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
-            assert f"{prefix}{name.upper()}; default: {shown}]" in text, name
+            assert f"[default: {shown}; env: {prefix}{name.upper()}]" in text, name
 
 
 @pytest.mark.parametrize("command", ["serve", "route", "up", "score", "demo", "tiny-model"])
