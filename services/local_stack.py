@@ -142,11 +142,13 @@ class LocalStack:
         log_dir: str | Path | None = None,
         child_log_level: str | None = None,
         sandbox_replicas: int = 0,
+        sandbox_args: list[str] | None = None,
     ):
         """``child_log_level``: passed to every child as ``--log-level`` (``genrm up`` keeps them to warnings, so
         the terminal shows the router's URL, not each server's). ``sandbox_replicas``: CPU-only sandbox servers
         (``serve --engine none --recipe code``) beside the judges, behind the same router."""
         self.replicas, self.host, self.sandbox_replicas = replicas, host, sandbox_replicas
+        self.sandbox_args = sandbox_args or []
         self.model = str(model) if model else None
         self.router_port = router_port or free_port(host)
         self.config_file = config_file
@@ -179,7 +181,7 @@ class LocalStack:
             for i in range(self.sandbox_replicas):
                 port = free_port(self.host)
                 args = ["serve", "--host", self.host, "--port", str(port), "--engine", "none", "--recipe", "code",
-                        *self.child_args]
+                        *self.child_args, *self.sandbox_args]
                 self.servers.append(self._spawn(f"sandbox-{i}", f"http://{self.host}:{port}", args))
             deadline = time.monotonic() + self.ready_timeout_s
             for server in self.servers:

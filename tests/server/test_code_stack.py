@@ -60,7 +60,7 @@ def code_stack(tiny_model: Path, logs: Path, context: AttackContext) -> Iterator
 
 
 def _reward(url: str, **sample: object) -> httpx.Response:
-    return httpx.post(url + "/v1/reward", json=sample, timeout=60)
+    return httpx.post(url + "/v1/reward", json=sample, timeout=180)
 
 
 # -- routing by recipe --------------------------------------------------------------------------------------
