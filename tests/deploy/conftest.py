@@ -1,15 +1,12 @@
-"""Fixtures of the deploy tests: Serve's HTTP proxy on the session's Ray cluster, and a live sandbox server."""
+"""One Ray cluster (with Serve's HTTP proxy on 127.0.0.1) for the whole test session, started on first use."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from services.local_stack import Child, free_port
-from tests.conftest import _start
+from services.local_stack import free_port
 
 
 @pytest.fixture(scope="session")
@@ -24,13 +21,3 @@ def ray_serve_url(ray_cluster: None) -> Iterator[str]:
     finally:
         serve.shutdown()
 
-
-@pytest.fixture(scope="session")
-def sandbox_server(logs: Path) -> Iterator[Child]:
-    """The CPU-only sandbox server as the images run it (`genrm serve --recipe code`), two sandbox workers."""
-    if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap; scripts/setup.sh does as root)")
-    child = _start("sandbox", ["serve", "--recipe", "code", "--sandbox-workers", "2", "--log-level", "warning"],
-                   logs, free_port(), timeout_s=60)
-    yield child
-    child.stop()
