@@ -72,10 +72,11 @@ def _start(spec: dict[str, Any], port: int, log: Path) -> subprocess.Popen:
 
 
 def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the launcher, which hands it to the server (the pod's init); SIGKILL to all of them past 30 s."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        proc.terminate()
         try:
-            proc.wait(20)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

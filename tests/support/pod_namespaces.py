@@ -7,6 +7,8 @@ Default) and ``read_only_root``. The command runs as root of a new user namespac
 ids 1-65535 map to host ids 200001-265535, 0 stays 0 so that the test's Python under /root stays readable), with
 its own pid and mount namespaces, a fresh /proc and a tmpfs /tmp (an emptyDir). The network is the host's, so
 that a test reaches a server inside on 127.0.0.1. Seccomp and AppArmor profiles are not applied (Unconfined).
+SIGTERM to this process reaches the command (pid 1 of the pod's pid namespace); when it exits, the kernel ends
+every process left in that namespace, the sandboxes' nested ones included.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -68,6 +71,12 @@ def _container_argv(spec: dict, command: list[str]) -> list[str]:
     return [*argv, *command]
 
 
+def _forward_stops_to(pid: int) -> None:
+    """SIGTERM/SIGINT here go on to ``pid``, which then stops as it would in a pod (the pod's init)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _frame: os.kill(pid, number))
+
+
 def main() -> int:
     spec, command = json.loads(sys.argv[1]), sys.argv[sys.argv.index("--") + 1:]
     libc = ctypes.CDLL(None, use_errno=True)
@@ -87,6 +96,7 @@ def main() -> int:
             _pod_filesystem(spec)
             argv = _container_argv(spec, command)
             os.execvp(argv[0], argv)
+        _forward_stops_to(init)
         _, status = os.waitpid(init, 0)
         os._exit(os.waitstatus_to_exitcode(status))
     if os.read(unshared_r, 1) != b"1":
@@ -96,6 +106,7 @@ def main() -> int:
         with open(f"/proc/{pid}/{kind}", "w") as f:
             f.write(f"0 0 1\n1 {HOST_ID_BASE + 1} 65535\n")
     os.write(mapped_w, b"1")
+    _forward_stops_to(pid)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 
