@@ -27,7 +27,7 @@ from router.proxy.exchange import Exchange
 from router.rate_limit import RateLimiter
 from router.request_info import RequestInfo
 from router.settings import RouterSettings
-from router.workers import Worker
+from router.workers import DNS, Worker
 from trainer_client.protocol import error_body
 
 log = logging.getLogger("genrm.router")
@@ -47,7 +47,7 @@ class RouterApp:
         self.connections: set[ClientConnection] = set()
         self.client: aiohttp.ClientSession | None = None
         self.health: HealthChecker | None = None
-        self.discovery: DnsDiscovery | None = None
+        self.discoveries: list[DnsDiscovery] = []  # one per --discovery-dns name
         self._reaper: asyncio.Task | None = None
         self.bound: tuple[str, int] | None = None  # where the server listens (admin refuses self-loops)
 
@@ -61,11 +61,14 @@ class RouterApp:
         self.client = aiohttp.ClientSession(skip_auto_headers=("User-Agent",), headers=auth)
         self.health = HealthChecker(self.core.pool, self.client, s.health_interval_s, s.health_timeout_s,
                                     s.health_failure_threshold, s.health_success_threshold, self._on_health)
-        if s.discovery_dns:
-            name, port, scheme = parse_dns_target(s.discovery_dns)
-            self.discovery = DnsDiscovery(self.core.pool, name, port, scheme, s.discovery_interval_s,
-                                          s.discovery_nameservers or None, self._on_discovery)
-            await self.discovery.start()
+        for target in s.discovery_dns:
+            name, port, scheme = parse_dns_target(target)
+            # One name keeps the plain "dns" source; several get one each, so none drains another's workers.
+            source = DNS if len(s.discovery_dns) == 1 else f"{DNS}:{name}:{port}"
+            discovery = DnsDiscovery(self.core.pool, name, port, scheme, s.discovery_interval_s,
+                                     s.discovery_nameservers or None, self._on_discovery, source=source)
+            self.discoveries.append(discovery)
+        await asyncio.gather(*(d.start() for d in self.discoveries))
         await self.health.start()
         self._reaper = asyncio.create_task(self._reap_idle(), name="genrm-router-idle-reaper")
         ready = sum(w.ready for w in self.core.pool.workers)
@@ -84,8 +87,7 @@ class RouterApp:
     async def stop(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
-        if self.discovery:
-            await self.discovery.stop()
+        await asyncio.gather(*(d.stop() for d in self.discoveries))
         if self.health:
             await self.health.stop()
         await self.core.stop()

@@ -1,10 +1,11 @@
-"""DNS discovery: make the pool's ``dns`` workers follow a name's A/AAAA records.
+"""DNS discovery: make the pool's DNS-sourced workers follow a name's A/AAAA records.
 
 Meant for a Kubernetes headless service, whose name resolves to one address per ready pod. Every
-``interval_s`` the name is resolved and ``WorkerPool.sync(DNS, urls)`` adds new workers and drains the
-ones whose address vanished. NXDOMAIN or an empty answer means the service has no endpoints, so all
-its workers drain; a resolver error or timeout changes nothing (a DNS hiccup must never drop every
-worker) and is logged once per failure streak.
+``interval_s`` the name is resolved and ``WorkerPool.sync(source, urls)`` adds new workers and drains the
+ones whose address vanished; each name followed has its own ``source``, so that one name's answer never
+drains another's workers (judge servers and sandbox servers behind two services). NXDOMAIN or an empty
+answer means the service has no endpoints, so all its workers drain; a resolver error or timeout changes
+nothing (a DNS hiccup must never drop every worker) and is logged once per failure streak.
 """
 
 from __future__ import annotations
@@ -80,12 +81,12 @@ class DnsDiscovery:
     def __init__(self, pool: WorkerPool, name: str, port: int, scheme: str = "http", interval_s: float = 5.0,
                  nameservers: list[str] | None = None,
                  on_change: Callable[[list[str], list[str]], None] | None = None,
-                 *, timeout_s: float = 3.0, ipv6: bool = True):
+                 *, timeout_s: float = 3.0, ipv6: bool = True, source: str = DNS):
         if scheme not in ("http", "https"):
             raise ValueError(f"scheme must be 'http' or 'https', not {scheme!r}")
         if not 0 < port < 65536:
             raise ValueError(f"port must be 1-65535, not {port}")
-        self.pool, self.name, self.port, self.scheme = pool, name, port, scheme
+        self.pool, self.name, self.port, self.scheme, self.source = pool, name, port, scheme, source
         self.interval_s, self.timeout_s, self.ipv6 = interval_s, timeout_s, ipv6
         self.on_change = on_change
         if nameservers is None:  # /etc/resolv.conf, search domains and ndots included (as in a pod)
@@ -126,7 +127,7 @@ class DnsDiscovery:
         """Resolve once and sync the pool; a failure raises and leaves the pool as it was."""
         urls = await self.resolve_once()
         self.urls = urls
-        added, drained = self.pool.sync(DNS, urls)
+        added, drained = self.pool.sync(self.source, urls)
         if added:
             log.info("DNS %s: added %d worker(s): %s", self.name, len(added), ", ".join(added))
         if drained:

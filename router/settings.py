@@ -27,9 +27,10 @@ class _RouterSettings(ComponentSettings):
     workers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description=f"Static worker base URLs, e.g. http://127.0.0.1:8001 {_LIST}."
     )
-    discovery_dns: str | None = Field(
-        None, description="Discover workers from a DNS name's A records, e.g. dns://genrm-server.ns.svc:8000 "
-        "(a Kubernetes headless service; dns+https:// for TLS workers)."
+    discovery_dns: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Discover workers from DNS names' A records, e.g. "
+        "dns://genrm-server.ns.svc:8000 (a Kubernetes headless service; dns+https:// for TLS workers); several "
+        f"names (judges and sandbox servers, each on its own port) are followed each on its own {_LIST}."
     )
     discovery_interval_s: float = Field(5.0, gt=0, description="Seconds between DNS resolutions.")
     discovery_nameservers: Annotated[list[str], NoDecode] = Field(
@@ -82,7 +83,8 @@ class _RouterSettings(ComponentSettings):
     ssl_keyfile: str | None = Field(None, description="Private key of ssl_certfile.")
     log_level: str = Field("info", description="Log verbosity (debug, info, warning, error); info logs access lines.")
 
-    @field_validator("workers", "api_keys", "admin_api_keys", "discovery_nameservers", mode="before")
+    @field_validator("workers", "api_keys", "admin_api_keys", "discovery_nameservers", "discovery_dns",
+                     mode="before")
     @classmethod
     def _lists(cls, v: object) -> object:
         return split_list(v)
@@ -104,12 +106,17 @@ class _RouterSettings(ComponentSettings):
 
     @field_validator("discovery_dns")
     @classmethod
-    def _dns(cls, v: str | None) -> str | None:
-        if v:
-            from router.discovery import parse_dns_target
+    def _dns(cls, v: list[str]) -> list[str]:
+        from router.discovery import parse_dns_target
 
-            parse_dns_target(v)
-        return v or None
+        seen: set[tuple[str, int, str]] = set()
+        for target in v:
+            name, port, scheme = parse_dns_target(target)
+            key = (name.lower().rstrip("."), port, scheme)
+            if key in seen:
+                raise ValueError(f"DNS discovery target {target!r} is given twice")
+            seen.add(key)
+        return [t.strip() for t in v]
 
     @model_validator(mode="after")
     def _tls_pair(self) -> _RouterSettings:

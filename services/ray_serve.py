@@ -1,11 +1,14 @@
 """The GenRM server as a Ray Serve application, with the router's group-affinity policy as a Serve ``RequestRouter``.
 
-Two deployments::
+Two deployments, and a third for code rewards::
 
     Serve HTTP proxy ──▶ GenRMIngress ──DeploymentHandle──▶ GenRMServer ×N  (num_gpus, autoscaling_config)
                          (parses the request,      │        (the unchanged FastAPI app of services/genrm_server,
                           splits a batch by group) │         called in-process over ASGI)
-                                                   └─ GroupAffinityRouter picks the replica
+                                   │               └─ GroupAffinityRouter picks the replica
+                                   └──DeploymentHandle──▶ GenRMSandbox ×M  (sandbox_replicas; num_gpus 0)
+                                     /run_code, recipe=code  (the same app as a CPU-only sandbox server:
+                                                              `--engine none --recipe code`, bubblewrap)
 
 Serve's proxy routes an HTTP request to the ingress before anything has read its body, so a router in front of
 the server deployment could not see a group id. The ingress reads it (``X-Affinity-Key``, ``group_id``, else the
@@ -14,6 +17,8 @@ argument of the handle call, where :class:`GroupAffinityRouter` finds it in ``Pe
 it with the router's own consistent hashing with bounded load (``router.policies.affinity``). A
 ``/v1/reward/batch`` is split by group, one sub-batch per group, and gathered back in order, like the router's
 fan-out. Responses are the server's own, byte for byte (status, body, headers), plus ``x-genrm-replica``.
+With sandbox replicas, ``/run_code`` and rewards asking for ``recipe=code`` go to them (a batch is split by recipe
+as well as by group), everything else to the judge servers, and ``GET /v1/recipes`` lists both: the router's rules.
 
 This module lives in the ``services`` package (not ``deploy/``) so that Ray workers can import it wherever the
 platform is installed; ``deploy/ray_serve.py`` re-exports it for ``serve run deploy.ray_serve:app_builder``.
@@ -38,9 +43,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from common.hashing import stable_hash
+from router.core import RUN_CODE
 from router.fanout import sub_batch_items
 from router.policies.affinity import Affinity, AffinityConfig
-from router.request_info import RequestInfo
+from router.request_info import REWARD_PATHS, RequestInfo
 from services.genrm_server.settings import ServerSettings
 from trainer_client.grouping import group_key
 from trainer_client.protocol import error_body
@@ -51,6 +57,7 @@ AFFINITY_KWARG = "affinity_key"  # the handle-call argument GroupAffinityRouter 
 REPLICA_HEADER = b"x-genrm-replica"  # response: the GenRMServer replica(s) that answered
 TRACE_HEADER = b"x-genrm-trace"  # request: a fanned-out batch also lists each item's replica under "replicas"
 _STREAMING_PATHS = ("/v1/chat/completions", "/v1/completions")
+CODE_RECIPE = "code"  # the recipe sandbox replicas serve (and the judge servers do not)
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -247,9 +254,13 @@ class GenRMIngress:
     """HTTP entry: every route of the server, with the affinity key read here and handed to the router."""
 
     def __init__(self, server: DeploymentHandle, prefix_chars: int = 256, max_body_bytes: int = 16 * 1024 * 1024,
-                 max_sub_batches: int = 128):
-        self.server, self.prefix_chars = server, prefix_chars
+                 max_sub_batches: int = 128, sandbox: DeploymentHandle | None = None):
+        self.server, self.sandbox, self.prefix_chars = server, sandbox, prefix_chars
         self.max_body_bytes, self.max_sub_batches = max_body_bytes, max_sub_batches
+
+    def _to_sandbox(self, path: str, recipe: str | None) -> bool:
+        """The router's rule: /run_code and rewards asking for the code recipe go to the sandbox servers."""
+        return self.sandbox is not None and (path == RUN_CODE or (path in REWARD_PATHS and recipe == CODE_RECIPE))
 
     async def __call__(self, request: Request) -> Response:
         scope = request.scope
@@ -262,54 +273,81 @@ class GenRMIngress:
         call = (method, path, query, [*headers, (b"content-length", str(len(body)).encode())], body)
 
         info = RequestInfo(path, body, headers, self.prefix_chars)
+        if method == "GET" and path == "/v1/recipes" and self.sandbox is not None:
+            return await self._recipes(call)
         key: str | None = None
+        to_sandbox = False
         if method == "POST" and len(body) <= self.max_body_bytes:  # else the server answers 413 itself
             if path == "/v1/reward/batch":
                 groups = self._groups(info.json)
                 if groups is not None and len(groups) > 1:
                     trace = any(k == TRACE_HEADER for k, _ in headers)
                     return await self._fan_out(call, info.json["samples"], groups, trace)
-                key = next(iter(groups)) if groups else None
+                to_sandbox, key = next(iter(groups)) if groups else (self._to_sandbox(path, info.recipe), None)
             else:
                 text = info.affinity_text
                 key = text if text not in ("p:", "h:") else None  # nothing to go by: least loaded
+                to_sandbox = self._to_sandbox(path, info.recipe)
+        else:
+            to_sandbox = self._to_sandbox(path, info.recipe if method == "POST" else None)
+        target = self.sandbox if to_sandbox else self.server
         try:
             if path in _STREAMING_PATHS and isinstance(info.json, dict) and info.json.get("stream"):
                 return await self._stream(call, key)
-            status, out, data, replica = await self.server.handle.remote(*call, **{AFFINITY_KWARG: key})
+            status, out, data, replica = await target.handle.remote(*call, **{AFFINITY_KWARG: key})
         except BackPressureError as exc:
             return _error(503, f"GenRM servers are at capacity: {exc}")
         except Exception as exc:
             return _error(502, f"GenRM server replica failed: {type(exc).__name__}: {exc}")
         return _response(status, out, data, replica)
 
-    def _groups(self, body: Any) -> dict[str, list[int]] | None:
-        """Sample indices by affinity key, or None when the body is not a plain batch (the server says why)."""
+    def _groups(self, body: Any) -> dict[tuple[bool, str], list[int]] | None:
+        """Sample indices by (to the sandbox servers, affinity key), or None when the body is not a plain batch
+        (the server says why)."""
         if not isinstance(body, dict) or body.keys() != {"samples"} or not isinstance(body["samples"], list):
             return None
         samples = body["samples"]
         if len(samples) > 16384:  # over the API's limit: one call, so the server's 400 comes back as is
             return None
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[bool, str], list[int]] = {}
         for i, sample in enumerate(samples):
-            groups.setdefault(group_key(sample, i, self.prefix_chars), []).append(i)
+            recipe = sample.get("recipe") if isinstance(sample, dict) else None
+            code = self._to_sandbox("/v1/reward/batch", recipe if isinstance(recipe, str) else None)
+            groups.setdefault((code, group_key(sample, i, self.prefix_chars)), []).append(i)
         if len(groups) > self.max_sub_batches:  # bound the calls per batch: whole groups share a bucket
-            buckets: dict[str, list[int]] = {}
-            for key, indices in groups.items():
-                buckets.setdefault(f"b:{stable_hash(key) % self.max_sub_batches}", []).extend(indices)
+            buckets: dict[tuple[bool, str], list[int]] = {}
+            for (code, key), indices in groups.items():
+                buckets.setdefault((code, f"b:{stable_hash(key) % self.max_sub_batches}"), []).extend(indices)
             groups = {k: sorted(v) for k, v in buckets.items()}
         return groups
 
-    async def _fan_out(self, call: tuple, samples: list[Any], groups: dict[str, list[int]],
+    async def _recipes(self, call: tuple) -> Response:
+        """Both deployments' recipes, the judge servers' default first (a sandbox server's default is code)."""
+        try:
+            (status, out, data, replica), (_, _, code_data, _) = await asyncio.gather(
+                self.server.handle.remote(*call), self.sandbox.handle.remote(*call))
+        except Exception as exc:
+            return _error(502, f"GenRM server replica failed: {type(exc).__name__}: {exc}")
+        if status != 200:
+            return _response(status, out, data, replica)
+        merged = json.loads(data)
+        names = {r["name"] for r in merged["recipes"]}
+        merged["recipes"] += [r for r in json.loads(code_data).get("recipes", []) if r["name"] not in names]
+        return _response(200, [(b"content-type", b"application/json")], json.dumps(merged).encode(), replica)
+
+    async def _fan_out(self, call: tuple, samples: list[Any], groups: dict[tuple[bool, str], list[int]],
                        trace: bool) -> Response:
         method, path, query, headers, _ = call
         headers = [h for h in headers if h[0] != b"content-length"]
 
-        async def one(key: str, indices: list[int]) -> tuple[list[int], list[dict[str, Any]], str | None]:
+        async def one(target: tuple[bool, str], indices: list[int]) -> tuple[list[int], list[dict[str, Any]],
+                                                                             str | None]:
+            to_sandbox, key = target
             sub = json.dumps({"samples": [samples[i] for i in indices]}).encode()
             sub_headers = [*headers, (b"content-length", str(len(sub)).encode())]
+            handle = self.sandbox if to_sandbox else self.server
             try:
-                status, _, data, replica = await self.server.handle.remote(
+                status, _, data, replica = await handle.handle.remote(
                     method, path, query, sub_headers, sub, **{AFFINITY_KWARG: key})
             except Exception as exc:
                 message = f"GenRM server replica failed: {type(exc).__name__}: {exc}"
@@ -378,6 +416,26 @@ class RayServeArgs(BaseModel):
     affinity_vnodes: int = Field(160, ge=1, description="Virtual nodes per replica on the hash ring.")
     affinity_prefix_chars: int = Field(256, ge=1, description="Prompt characters keying a sample with no group_id.")
     max_sub_batches: int = Field(128, ge=1, description="A batch is split into at most this many server calls.")
+    sandbox_replicas: int = Field(
+        0, ge=0, description="Sandbox server replicas (CPU only, no GPU): /run_code and recipe=code go to them; "
+        "0 = none. Their code_*, sandbox_* and math settings are the server settings given here.")
+    sandbox_num_cpus: float = Field(2, ge=1, description="CPUs per sandbox replica; also its sandbox workers.")
+    sandbox_max_ongoing_requests: int = Field(
+        64, ge=1, description="Requests a sandbox replica takes at once (its own queue bounds the runs).")
+
+
+_SHARED_WITH_SANDBOX = ("code_", "sandbox_", "math_")  # settings prefixes a sandbox replica takes from the judges'
+
+
+def sandbox_settings(settings: ServerSettings, workers: int) -> ServerSettings:
+    """A sandbox replica's settings: no engine, the code recipe, bubblewrap unless `none` was asked for, and the
+    given code, sandbox and math settings (math too: recipe=math may be answered by either kind of replica)."""
+    shared = {name: value for name, value in settings.model_dump().items()
+              if name.startswith(_SHARED_WITH_SANDBOX) or name in ("api_keys", "log_level")}
+    if shared["code_sandbox"] in ("auto", "off"):  # auto/off are about the judges; a sandbox replica sandboxes
+        shared["code_sandbox"] = "bwrap"
+    shared["sandbox_workers"] = shared["sandbox_workers"] or workers
+    return ServerSettings(engine="none", recipe=CODE_RECIPE, **shared)
 
 
 def build_app(args: RayServeArgs | dict[str, Any]) -> Application:
@@ -401,11 +459,20 @@ def build_app(args: RayServeArgs | dict[str, Any]) -> Application:
     else:
         options["num_replicas"] = args.num_replicas
     server = GenRMServer.options(**options).bind(settings.model_dump(mode="json"))
+    sandbox, max_body_bytes = None, settings.max_body_bytes
+    if args.sandbox_replicas:
+        code = sandbox_settings(settings, max(1, int(args.sandbox_num_cpus)))
+        sandbox = GenRMServer.options(
+            name="GenRMSandbox", num_replicas=args.sandbox_replicas,
+            max_ongoing_requests=args.sandbox_max_ongoing_requests,
+            ray_actor_options={"num_cpus": args.sandbox_num_cpus, "num_gpus": 0},
+        ).bind(code.model_dump(mode="json"))
+        max_body_bytes = max(max_body_bytes, code.max_body_bytes)  # programs and their files may be larger
     return GenRMIngress.options(
         num_replicas=args.ingress_replicas, max_ongoing_requests=4096,
         ray_actor_options={"num_cpus": args.ingress_num_cpus},
-    ).bind(server, prefix_chars=args.affinity_prefix_chars, max_body_bytes=settings.max_body_bytes,
-           max_sub_batches=args.max_sub_batches)
+    ).bind(server, prefix_chars=args.affinity_prefix_chars, max_body_bytes=max_body_bytes,
+           max_sub_batches=args.max_sub_batches, sandbox=sandbox)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -124,3 +125,14 @@ def stack(tiny_model: Path, logs: Path) -> Iterator[LocalStack]:
     """Router in front of two GenRM servers, as `genrm up` starts them."""
     with LocalStack(2, tiny_model, log_dir=logs / "stack") as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def sandbox_server(logs: Path) -> Iterator[Child]:
+    """A CPU-only sandbox server as the images run it (`genrm serve --recipe code`), two sandbox workers."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap; scripts/setup.sh does as root)")
+    child = _start("sandbox", ["serve", "--recipe", "code", "--sandbox-workers", "2", "--log-level", "warning"],
+                   logs, free_port(), timeout_s=60)
+    yield child
+    child.stop()

@@ -20,3 +20,4 @@ def ray_serve_url(ray_cluster: None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
+

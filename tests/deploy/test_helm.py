@@ -1,11 +1,13 @@
 """The Helm chart (helm/genrm-platform), offline: lint it, render it for the default values and every
 ``ci/*-values.yaml``, validate each manifest against the Kubernetes 1.30 schemas, and check that the parts fit
-together (the router's DNS name is the headless Service, selectors select the right pods, the rendered commands
-are settings the real ``genrm`` CLI accepts, the recipes ConfigMap loads with the server's own loader)."""
+together (the router's DNS names are the headless Services, selectors select the right pods, the rendered commands
+are settings the real ``genrm`` CLI accepts, the recipes ConfigMap loads with the server's own loader, the sandbox
+servers' securityContext is the documented one)."""
 
 from __future__ import annotations
 
 import os
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +72,15 @@ class Rendered:
     def server_headless(self) -> dict[str, Any]:
         (svc,) = [s for s in self.all("Service", "server") if s["spec"].get("clusterIP") == "None"]
         return svc
+
+    @property
+    def sandbox_on(self) -> bool:
+        return bool(self.values["sandbox"]["enabled"])
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The Deployments' components: server and router, and sandbox when it is on."""
+        return ("server", "router", "sandbox") if self.sandbox_on else ("server", "router")
 
 
 def render(chart: Any, values: dict[str, Any] | None, name: str = RELEASE) -> Rendered:
@@ -181,19 +192,27 @@ def test_long_release_names_stay_valid_and_distinct(chart: Any) -> None:
 # Wiring: DNS discovery, services, selectors
 
 
-def test_router_discovers_the_headless_service(rendered: Rendered) -> None:
-    svc = rendered.server_headless
-    assert svc["spec"].get("publishNotReadyAddresses") is not True  # DNS lists only pods that passed /ready
-    target = flag(rendered.container("router")["args"], "--discovery-dns")
-    name, port, scheme = parse_dns_target(target)
-    assert name == f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc.cluster.local"
-    assert scheme == "http"
-    (svc_port,) = svc["spec"]["ports"]
-    assert port == svc_port["port"] == 8000
-    # The Service selects the server pods (and only them), and its target port is the server's port 8000.
-    assert selects(svc["spec"]["selector"], rendered.pod("server")["metadata"]["labels"])
-    assert not selects(svc["spec"]["selector"], rendered.pod("router")["metadata"]["labels"])
-    assert container_port(rendered.container("server"), svc_port["targetPort"]) == 8000
+def test_router_discovers_the_headless_services(rendered: Rendered) -> None:
+    """One DNS name per headless Service (servers, and sandbox servers when on), each selecting its pods only."""
+    targets = flag(rendered.container("router")["args"], "--discovery-dns").split(",")
+    services = [rendered.server_headless]
+    if rendered.sandbox_on:
+        (sandbox,) = [s for s in rendered.all("Service", "sandbox") if s["spec"].get("clusterIP") == "None"]
+        services.append(sandbox)
+    else:
+        assert not rendered.all("Service", "sandbox")
+    assert len(targets) == len(services)
+    for target, svc, component in zip(targets, services, ("server", "sandbox"), strict=False):
+        assert svc["spec"].get("publishNotReadyAddresses") is not True  # DNS lists only pods that passed /ready
+        name, port, scheme = parse_dns_target(target)
+        assert name == f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc.cluster.local"
+        assert scheme == "http"
+        (svc_port,) = svc["spec"]["ports"]
+        assert port == svc_port["port"] == 8000
+        # The Service selects its component's pods (and only them); its target port is their port 8000.
+        for other in rendered.components:
+            assert selects(svc["spec"]["selector"], rendered.pod(other)["metadata"]["labels"]) == (other == component)
+        assert container_port(rendered.container(component), svc_port["targetPort"]) == 8000
 
 
 def test_router_service_reaches_the_router(rendered: Rendered) -> None:
@@ -209,7 +228,9 @@ def test_router_service_reaches_the_router(rendered: Rendered) -> None:
 
 
 def test_deployment_selectors_and_pdbs_select_their_pods(rendered: Rendered) -> None:
-    for component in ("server", "router"):
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in rendered.all("Deployment")} == set(
+        rendered.components)
+    for component in rendered.components:
         deployment = rendered.one("Deployment", component)
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert selects(deployment["spec"]["selector"]["matchLabels"], labels)
@@ -217,8 +238,11 @@ def test_deployment_selectors_and_pdbs_select_their_pods(rendered: Rendered) -> 
         assert (pdb is not None) == rendered.values[component]["pdb"]["enabled"]
         if pdb:
             assert selects(pdb["spec"]["selector"]["matchLabels"], labels)
-            other = rendered.pod("router" if component == "server" else "server")["metadata"]["labels"]
-            assert not selects(pdb["spec"]["selector"]["matchLabels"], other)
+            for other in set(rendered.components) - {component}:
+                assert not selects(pdb["spec"]["selector"]["matchLabels"], rendered.pod(other)["metadata"]["labels"])
+    if not rendered.sandbox_on:
+        assert not rendered.all("PodDisruptionBudget", "sandbox") and not rendered.all("HorizontalPodAutoscaler",
+                                                                                        "sandbox")
 
 
 def test_probes(rendered: Rendered) -> None:
@@ -273,6 +297,10 @@ def test_images(rendered: Rendered, chart: Any) -> None:
     assert expected.startswith("ghcr.io/genrm-platform/genrm-server:")
     router = rendered.values["router"]["image"]
     assert rendered.container("router")["image"] == f"{router['repository']}:{router['tag'] or app}"
+    if rendered.sandbox_on:  # the slim sandbox image (deploy/Dockerfile.sandbox), no variant
+        sandbox = rendered.values["sandbox"]["image"]
+        assert rendered.container("sandbox")["image"] == f"{sandbox['repository']}:{sandbox['tag'] or app}"
+        assert sandbox["repository"].endswith("/genrm-sandbox")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +385,74 @@ def test_router_command_is_valid(rendered: Rendered, monkeypatch: pytest.MonkeyP
         assert settings.admin_api_keys == auth["adminApiKeys"]
 
 
+# ---------------------------------------------------------------------------------------------
+# The sandbox servers
+
+
+README = CHART.parents[1] / "README.md"
+
+
+def _documented_sandbox_pod() -> dict[str, Any]:
+    """The pod settings README's "Sandbox requirements" gives for Kubernetes (its yaml block with hostUsers)."""
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    (block,) = [b for b in blocks if "hostUsers:" in b]
+    return yaml.safe_load(block)
+
+
+def test_sandbox_is_off_by_default_and_on_adds_its_objects(chart: Any) -> None:
+    off = render(chart, None)
+    assert not any(o["metadata"]["labels"].get("app.kubernetes.io/component") == "sandbox" for o in off.objects)
+    assert "," not in flag(off.container("router")["args"], "--discovery-dns")
+    on = render(chart, {"sandbox": {"enabled": True}, "networkPolicy": {"enabled": True},
+                        "serviceMonitor": {"enabled": True}})
+    kinds = sorted(o["kind"] for o in on.objects if o["metadata"]["labels"]["app.kubernetes.io/component"] == "sandbox")
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget", "Service",
+                     "ServiceMonitor"]
+    assert "sandbox server(s)" in on.notes and "/run_code" in on.notes
+
+
+def test_sandbox_security_context_is_the_documented_one(chart: Any) -> None:
+    """The chart's default sandbox pod is README's, item by item; nothing privileged, no host namespace."""
+    pod = render(chart, {"sandbox": {"enabled": True}}).pod("sandbox")["spec"]
+    (container,) = pod["containers"]
+    documented = _documented_sandbox_pod()
+    assert pod["hostUsers"] is documented["hostUsers"] is False
+    assert pod["securityContext"] == documented["securityContext"]
+    assert container["securityContext"] == documented["containers"][0]["securityContext"]
+    assert container["securityContext"]["procMount"] == "Unmasked"
+    assert set(container["securityContext"]["capabilities"]["add"]) <= {"SETUID", "SETGID", "KILL"}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(key)
+    assert not container["securityContext"].get("privileged")
+    assert all("hostPath" not in v for v in pod["volumes"])
+
+
+def test_sandbox_command_is_valid(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not rendered.sandbox_on:
+        return
+    container = rendered.container("sandbox")
+    values = rendered.values["sandbox"]
+    assert container["command"] == ["genrm"]
+    settings = _settings(ServerSettings, container["args"], _env(container, {}), monkeypatch)
+    assert (settings.host, settings.port) == ("0.0.0.0", 8000)
+    assert settings.engine == "none" and not settings.has_model and settings.recipe == "code"
+    assert settings.sandbox_isolation == "bwrap"  # never unsandboxed
+    assert settings.sandbox_workers == values["workers"] and settings.sandbox_queue_size == values["queueSize"]
+    # one program per CPU: more workers than the CPU limit would have programs time out on a busy pod
+    assert values["workers"] <= _cpus(values["resources"]["limits"]["cpu"])
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
+        get = container[probe]["httpGet"]
+        assert (get["path"], container_port(container, get["port"])) == (path, 8000), probe
+    spec = rendered.pod("sandbox")["spec"]
+    assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
+    assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}  # read-only root: the server's /tmp
+
+
+def _cpus(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
 def test_model_volume_follows_source(rendered: Rendered) -> None:
     model = rendered.values["server"]["model"]
     spec = rendered.pod("server")["spec"]
@@ -418,28 +514,32 @@ def test_unquoted_boolean_table_keys_are_refused(chart: Any) -> None:
     assert render(chart, values).one("ConfigMap")
 
 
-def test_network_policy_admits_only_routers(rendered: Rendered) -> None:
-    policy = rendered.maybe("NetworkPolicy")
-    assert (policy is not None) == rendered.values["networkPolicy"]["enabled"]
+@pytest.mark.parametrize("component", ["server", "sandbox"])
+def test_network_policy_admits_only_routers(rendered: Rendered, component: str) -> None:
+    policy = rendered.maybe("NetworkPolicy", component)
+    on = rendered.values["networkPolicy"]["enabled"] and component in rendered.components
+    assert (policy is not None) == on
     if policy is None:
         return
-    server_labels = rendered.pod("server")["metadata"]["labels"]
-    router_labels = rendered.pod("router")["metadata"]["labels"]
+    labels = {c: rendered.pod(c)["metadata"]["labels"] for c in rendered.components}
     spec = policy["spec"]
-    assert selects(spec["podSelector"]["matchLabels"], server_labels)
-    assert not selects(spec["podSelector"]["matchLabels"], router_labels)
-    assert spec["policyTypes"] == ["Ingress"]
+    for other, pod_labels in labels.items():
+        assert selects(spec["podSelector"]["matchLabels"], pod_labels) == (other == component)
     (rule,) = spec["ingress"]
     peers = rule["from"]
-    assert selects(peers[0]["podSelector"]["matchLabels"], router_labels)
-    assert not selects(peers[0]["podSelector"]["matchLabels"], server_labels)
+    for other, pod_labels in labels.items():
+        assert selects(peers[0]["podSelector"]["matchLabels"], pod_labels) == (other == "router")
     assert "namespaceSelector" not in peers[0]  # the router's own namespace only
     monitoring = rendered.values["networkPolicy"]["monitoringNamespaceSelector"]
     if monitoring:
         assert peers[1]["namespaceSelector"] == monitoring
         assert peers[1].get("podSelector", {}) == rendered.values["networkPolicy"]["monitoringPodSelector"]
     assert len(peers) == 1 + bool(monitoring)
-    assert [container_port(rendered.container("server"), p["port"]) for p in rule["ports"]] == [8000]
+    assert [container_port(rendered.container(component), p["port"]) for p in rule["ports"]] == [8000]
+    if component == "sandbox":  # nothing leaves a sandbox pod: an escaped program would reach nothing
+        assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["egress"] == []
+    else:
+        assert spec["policyTypes"] == ["Ingress"]
 
 
 def test_service_monitors_scrape_metrics(rendered: Rendered) -> None:
@@ -449,7 +549,8 @@ def test_service_monitors_scrape_metrics(rendered: Rendered) -> None:
         return
     auth = bool(rendered.values["auth"]["existingSecret"] or rendered.values["auth"]["apiKeys"]
                 or rendered.values["auth"]["adminApiKeys"])
-    assert sorted(m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors) == ["router", "server"]
+    assert sorted(m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors) == sorted(
+        rendered.components)
     services = rendered.all("Service")
     for monitor in monitors:
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
@@ -474,20 +575,26 @@ def test_service_monitors_scrape_metrics(rendered: Rendered) -> None:
             assert "authorization" not in endpoint
 
 
-def test_hpa_scales_the_router(rendered: Rendered) -> None:
-    scaling = rendered.values["router"]["autoscaling"]
-    hpa = rendered.maybe("HorizontalPodAutoscaler", "router")
-    deployment = rendered.one("Deployment", "router")
+@pytest.mark.parametrize("component", ["router", "sandbox"])
+def test_hpa_scales_on_cpu(rendered: Rendered, component: str) -> None:
+    if component not in rendered.components:
+        return
+    scaling = rendered.values[component]["autoscaling"]
+    hpa = rendered.maybe("HorizontalPodAutoscaler", component)
+    deployment = rendered.one("Deployment", component)
     if not scaling["enabled"]:
         assert hpa is None
-        assert deployment["spec"]["replicas"] == rendered.values["router"]["replicas"]
+        assert deployment["spec"]["replicas"] == rendered.values[component]["replicas"]
         return
     assert hpa["apiVersion"] == "autoscaling/v2"
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert "replicas" not in deployment["spec"]  # else every upgrade resets what the HPA chose
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (scaling["minReplicas"], scaling["maxReplicas"])
-    assert rendered.container("router")["resources"]["requests"]["cpu"]  # utilization is relative to the request
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["averageUtilization"] == scaling["targetCPUUtilizationPercentage"]
+    assert rendered.container(component)["resources"]["requests"]["cpu"]  # utilization is relative to the request
 
 
 def test_notes_print_the_router_url(rendered: Rendered) -> None:
@@ -563,6 +670,24 @@ BAD_VALUES = {
     "recipe-without-mapping": ({"recipes": [{k: v for k, v in _RECIPE.items() if k != "mapping"}]}, "/recipes/0"),
     "recipe-bad-name": ({"recipes": [{**_RECIPE, "name": "my-judge"}]}, "/recipes/0/name"),
     "recipe-unknown-field": ({"recipes": [{**_RECIPE, "temprature": 0.5}]}, "temprature"),
+    "server-engine-none": (_with("server.engine", "none"), "/server/engine"),
+    "sandbox-unknown-key": (_with("sandbox.worker", 4), "worker"),
+    "sandbox-workers-zero": (_with("sandbox.workers", 0), "/sandbox/workers"),
+    "sandbox-runtime-default-seccomp": (_with("sandbox.podSecurityContext.seccompProfile", {"type": "RuntimeDefault"}),
+                                        "/sandbox/podSecurityContext/seccompProfile/type"),
+    "sandbox-localhost-without-profile": (_with("sandbox.podSecurityContext.seccompProfile", {"type": "Localhost"}),
+                                          "/sandbox/podSecurityContext/seccompProfile"),
+    "sandbox-runtime-default-apparmor": (_with("sandbox.podSecurityContext.appArmorProfile",
+                                               {"type": "RuntimeDefault"}),
+                                         "/sandbox/podSecurityContext/appArmorProfile/type"),
+    "sandbox-masked-proc": (_with("sandbox.securityContext.procMount", "Default"),
+                            "/sandbox/securityContext/procMount"),
+    "sandbox-privilege-escalation": (_with("sandbox.securityContext.allowPrivilegeEscalation", True),
+                                     "/sandbox/securityContext/allowPrivilegeEscalation"),
+    "sandbox-sys-admin": (_with("sandbox.securityContext.capabilities", {"drop": ["ALL"], "add": ["SYS_ADMIN"]}),
+                          "/sandbox/securityContext/capabilities/add/0"),
+    "sandbox-keeps-capabilities": (_with("sandbox.securityContext.capabilities", {"drop": ["NET_RAW"]}),
+                                   "/sandbox/securityContext/capabilities/drop"),
 }
 
 
@@ -581,7 +706,10 @@ def test_schema_matches_the_code(chart: Any) -> None:
     assert schema["$schema"].startswith("http://json-schema.org/draft-07/")
     assert schema["additionalProperties"] is False
     server, router = schema["properties"]["server"]["properties"], schema["properties"]["router"]["properties"]
-    assert set(server["engine"]["enum"]) == set(typing.get_args(ServerSettings.model_fields["engine"].annotation))
+    # Every engine but `none`: a model-less server is a sandbox server, the `sandbox` Deployment's (which gives it
+    # the securityContext bubblewrap needs and its own headless Service), never a `server` replica.
+    engines = set(typing.get_args(ServerSettings.model_fields["engine"].annotation))
+    assert "none" in engines and set(server["engine"]["enum"]) == engines - {"none"}
     assert set(router["policy"]["enum"]) == set(router["rewardPolicy"]["enum"]) == set(POLICIES)
     recipe = schema["properties"]["recipes"]["items"]
     assert set(recipe["properties"]) == set(CustomRecipeSpec.model_fields)

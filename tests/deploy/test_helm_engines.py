@@ -1,5 +1,6 @@
-"""The Helm chart's engines are the registry's: the schema's ``server.engine`` enum is its list of names, and the
-schema's per-engine requirements (a model, an upstream URL) are what each registered engine needs."""
+"""The Helm chart's engines are the registry's: the schema's ``server.engine`` enum is its list of names (but
+``none``, which only the ``sandbox`` Deployment runs), and the schema's per-engine requirements (a model, an
+upstream URL) are what each registered engine needs."""
 
 from __future__ import annotations
 
@@ -38,7 +39,10 @@ def _needs_in_schema() -> dict[str, set[str]]:
 
 
 def test_schema_engine_enum_is_the_registry() -> None:
-    assert _server_schema()["properties"]["engine"]["enum"] == list(ENGINES)
+    """Every registered engine but `none`: a model-less server is the chart's `sandbox` Deployment (its own
+    securityContext and headless Service), never a `server` replica."""
+    assert "none" in ENGINES and not ENGINES["none"].needs
+    assert _server_schema()["properties"]["engine"]["enum"] == [name for name in ENGINES if name != "none"]
 
 
 def test_schema_requires_what_each_engine_needs() -> None:

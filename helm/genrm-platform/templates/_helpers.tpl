@@ -49,15 +49,26 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "genrm.server.fullname" -}}{{ include "genrm.fullname" . }}-server{{- end }}
 {{- define "genrm.router.fullname" -}}{{ include "genrm.fullname" . }}-router{{- end }}
 {{- define "genrm.recipes.fullname" -}}{{ include "genrm.fullname" . }}-recipes{{- end }}
+{{- define "genrm.sandbox.fullname" -}}{{ include "genrm.fullname" . }}-sandbox{{- end }}
 
 {{/* In-cluster DNS name of the servers' headless Service: its A records are the ready server pods. */}}
 {{- define "genrm.server.dns" -}}
 {{ include "genrm.server.fullname" . }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}
 {{- end }}
 
+{{/* The sandbox servers' headless Service, discovered by the router beside the GenRM servers'. */}}
+{{- define "genrm.sandbox.dns" -}}
+{{ include "genrm.sandbox.fullname" . }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}
+{{- end }}
+
 {{- define "genrm.server.image" -}}
 {{- $img := .Values.server.image }}
 {{- printf "%s:%s" $img.repository (default (printf "%s-%s" .Chart.AppVersion $img.variant) $img.tag) }}
+{{- end }}
+
+{{- define "genrm.sandbox.image" -}}
+{{- $img := .Values.sandbox.image }}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
 {{- end }}
 
 {{- define "genrm.router.image" -}}
