@@ -107,6 +107,13 @@ class Sandbox:
 
     async def check(self) -> SandboxInfo:
         """Really start a sandbox and run a program in it; SandboxFailure says precisely why not."""
+        try:
+            return await self._check()
+        except PermissionError as error:  # e.g. root without CAP_KILL/CAP_SETUID in a container
+            raise SandboxFailure(f"the server may not start or stop its sandboxes ({error}); as root it needs the "
+                                 "SETUID, SETGID and KILL capabilities, or run it as an ordinary user") from None
+
+    async def _check(self) -> SandboxInfo:
         bwrap = self._resolve()
         version = subprocess.run([bwrap, "--version"], capture_output=True, text=True).stdout.strip()
         slot = self._slots[0]
