@@ -66,11 +66,12 @@ def wait_for(cond: Callable[[], Any], what: str, timeout_s: float = 10.0, every_
 
 
 def start_script(script: str, *args: str, log_dir: Path, name: str) -> Child:
-    """Run a helper script of tests/ (``script PORT ARGS``) as a real process; return once /ready answers."""
+    """Run a helper script of tests/ (``script PORT ARGS``; a path below tests/, e.g. ``support/x.py``) as a real
+    process; return once /ready answers."""
     port = free_port()
     log_path = log_dir / f"{name}-{port}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed by Child.stop
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name(script)), str(port), *args],
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / script), str(port), *args],
                             stdout=log, stderr=subprocess.STDOUT)
     child = Child(name, f"http://127.0.0.1:{port}", proc, log_path, log)
     try:
@@ -103,8 +104,8 @@ def server(tiny_model: Path, logs: Path) -> Iterator[Child]:
 
 @pytest.fixture(scope="session")
 def judge(logs: Path) -> Iterator[Child]:
-    """The scripted OpenAI-compatible judge (tests/scripted_judge.py): replies chosen by the prompt."""
-    child = start_script("scripted_judge.py", log_dir=logs, name="scripted-judge")
+    """The scripted OpenAI-compatible judge (tests/support/scripted_judge.py): replies chosen by the prompt."""
+    child = start_script("support/scripted_judge.py", log_dir=logs, name="scripted-judge")
     yield child
     child.stop()
 

@@ -1,4 +1,4 @@
-"""DNS discovery against a real DNS server process (tests/dns_server.py) on 127.0.0.1."""
+"""DNS discovery against a real DNS server process (tests/support/dns_server.py) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ PORT = 8000
 
 
 class DnsServer:
-    """tests/dns_server.py as a child process; ``set`` rewrites the mapping it re-reads on every query."""
+    """tests/support/dns_server.py as a child process; ``set`` rewrites the mapping it re-reads on every query."""
 
     def __init__(self, mapping_file: Path, port: int = 0):
         self.mapping_file, self.port = mapping_file, port or free_port()
@@ -39,7 +39,7 @@ class DnsServer:
         tmp.replace(self.mapping_file)  # atomic: a query never sees half a file
 
     def start(self, timeout_s: float = 30.0) -> None:
-        script = Path(__file__).with_name("dns_server.py")
+        script = Path(__file__).parent / "support" / "dns_server.py"
         self.process = subprocess.Popen([sys.executable, str(script), str(self.port), str(self.mapping_file)],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.process.stdout is not None

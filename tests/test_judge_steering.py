@@ -1,6 +1,6 @@
 """A solution that tries to steer the judge cannot change how its answer is parsed or what the prompt says.
 
-The scripted judge (tests/scripted_judge.py) answers what ``<<reply:...>>`` in the prompt tells it, so each
+The scripted judge (tests/support/scripted_judge.py) answers what ``<<reply:...>>`` in the prompt tells it, so each
 case fixes the judge's real answer and then throws steering text at the parser and the template: fake
 verdicts, the template's own headings and instructions, ``{field}`` placeholders, chat-template markers. The
 prompt the judge received is checked whole: template prefix + the solution verbatim + template suffix.

@@ -107,7 +107,7 @@ def test_retry_after_is_honoured(transport, stack, logs):
 
 @pytest.fixture(scope="module")
 def slow_judge_router(logs):
-    judge = start_script("scripted_judge.py", log_dir=logs, name="client-judge")
+    judge = start_script("support/scripted_judge.py", log_dir=logs, name="client-judge")
     server = start_server(judge.url, logs, "--engine", "openai", "--upstream-url", judge.url + "/v1",
                           "--recipe", "fapo", name="client-fapo")
     router = start_router([server.url], logs)

@@ -127,7 +127,7 @@ def start_router_unready(workers: list[str], logs):
 
 @pytest.fixture()
 def bad_worker(logs, request):
-    child = start_script("bad_worker.py", request.param, log_dir=logs, name=f"bad-{request.param}")
+    child = start_script("support/bad_worker.py", request.param, log_dir=logs, name=f"bad-{request.param}")
     yield child
     child.stop()
 

@@ -86,7 +86,7 @@ def test_router_schema_needs_a_client_key_when_keys_are_set(server, logs):
 
 def test_router_schema_keeps_its_copy_when_workers_go_and_is_503_without_one(logs):
     """A stale copy beats none; with none (no worker ever ready) a 503 in the envelope, not a partial schema."""
-    echo = start_script("echo_worker.py", log_dir=logs, name="openapi-echo")
+    echo = start_script("support/echo_worker.py", log_dir=logs, name="openapi-echo")
     router = start_router([echo.url], logs, "--health-interval-s", "0.2", "--health-failure-threshold", "1")
     dead_port = free_port()
     lonely = spawn(f"router-lonely-{dead_port}", "", ["route", "--workers", f"http://127.0.0.1:{free_port()}",

@@ -3,7 +3,7 @@
 Auth and key hygiene, the admin API (add, drain, remove, URL validation), the wait queue and its
 back-pressure, per-key rate limits, the X-GenRM-Timeout deadline, metrics, the body limit, HTTP/1.1
 details (keep-alive, pipelining, Expect: 100-continue, malformed requests, methods) and TLS.
-Workers are ``tests/echo_worker.py`` processes: each answer names the worker's port, ``/control``
+Workers are ``tests/support/echo_worker.py`` processes: each answer names the worker's port, ``/control``
 makes one slow or failing, ``/seen`` says what it received.
 """
 
@@ -58,7 +58,7 @@ class Procs:
         self.children: list[Child] = []
 
     def echo(self, name: str, models: str = "judge") -> Child:
-        child = start_script("echo_worker.py", "--models", models, log_dir=self.logs, name=f"ops-{name}")
+        child = start_script("support/echo_worker.py", "--models", models, log_dir=self.logs, name=f"ops-{name}")
         self.children.append(child)
         return child
 

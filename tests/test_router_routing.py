@@ -1,7 +1,7 @@
 """The router end to end: policies, retries, breaker, hung and killed workers, model pools, fan-out, streaming, DNS.
 
-Every test runs real processes on 127.0.0.1 (``tests/echo_worker.py`` workers that say who answered, real
-GenRM servers, ``tests/dns_server.py``) behind a real ``genrm route`` process and speaks HTTP with httpx.
+Every test runs real processes on 127.0.0.1 (``tests/support/echo_worker.py`` workers that say who answered, real
+GenRM servers, ``tests/support/dns_server.py``) behind a real ``genrm route`` process and speaks HTTP with httpx.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def ready_status(router: Child) -> int:
 def echo_pool(logs: Path) -> Iterator[list[Child]]:
     """Three echo workers serving model ``judge`` and recipes math, fapo, started in parallel."""
     with ThreadPoolExecutor(3) as pool:
-        futures = [pool.submit(start_script, "echo_worker.py", "--models", "judge", "--recipes", "math,fapo",
+        futures = [pool.submit(start_script, "support/echo_worker.py", "--models", "judge", "--recipes", "math,fapo",
                                log_dir=logs, name=f"route-e{i}") for i in range(3)]
         children = [f.result() for f in futures]
     yield children
@@ -384,7 +384,7 @@ def test_hung_worker_hands_its_request_over(echo3, router):
 
 @pytest.fixture()
 def disrm_worker(logs: Path) -> Iterator[Child]:
-    child = start_script("echo_worker.py", "--models", "disrm", "--recipes", "disrm", log_dir=logs,
+    child = start_script("support/echo_worker.py", "--models", "disrm", "--recipes", "disrm", log_dir=logs,
                          name="route-disrm")
     yield child
     child.stop()

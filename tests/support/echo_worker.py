@@ -1,4 +1,5 @@
-"""A controllable worker for router tests, run as a real process (``python tests/echo_worker.py PORT [OPTIONS]``).
+"""A controllable worker for router tests, run as a real process:
+``python tests/support/echo_worker.py PORT [OPTIONS]``.
 
 It speaks real HTTP (FastAPI on uvicorn) and says who it is, so tests can see where the router sent
 each request and make one worker misbehave on cue:
@@ -8,7 +9,7 @@ each request and make one worker misbehave on cue:
   affinity key, group ids, auth header present).
 - Any other request is answered ``{"worker": PORT, "path": ..., "body": <the JSON body>}`` after
   ``delay_s``; ``POST /control`` sets ``delay_s``, ``status`` (answer every proxied request with it)
-  and ``ready``. (Workers that drop connections or hang are ``tests/bad_worker.py``.)
+  and ``ready``. (Workers that drop connections or hang are ``tests/support/bad_worker.py``.)
 - ``POST /v1/reward/batch`` answers one item per sample: ``{"index": i, "result": {"score": ..., "worker":
   PORT}}`` where score is the sample's ``ground_truth`` as a float, or an item-level error when the
   sample has ``"bad": true``.

@@ -1,4 +1,4 @@
-"""A tiny authoritative DNS server for tests: ``python tests/dns_server.py PORT MAPPING_FILE``.
+"""A tiny authoritative DNS server for tests: ``python tests/support/dns_server.py PORT MAPPING_FILE``.
 
 Serves UDP and TCP on 127.0.0.1:PORT. The JSON mapping ``{"name.": ["127.0.0.1", "::1", ...]}`` is
 re-read on every query, so a test changes the answers by rewriting the file. IPv4 addresses answer A

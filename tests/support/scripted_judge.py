@@ -1,4 +1,5 @@
-"""A scripted OpenAI-compatible judge, run as a real process by the tests (``python tests/scripted_judge.py PORT``).
+"""A scripted OpenAI-compatible judge, run as a real process by the tests:
+``python tests/support/scripted_judge.py PORT``.
 
 Its reply is chosen by the prompt: text between ``<<reply:`` and ``>>`` is answered verbatim, ``<<sleep:S>>``
 delays the answer by S seconds, ``<<context_error>>`` refuses any request that sets max_tokens the way vLLM

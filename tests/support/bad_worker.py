@@ -1,4 +1,4 @@
-"""A misbehaving worker for router tests (``python tests/bad_worker.py PORT MODE``), run as a real process.
+"""A misbehaving worker for router tests (``python tests/support/bad_worker.py PORT MODE``), run as a real process.
 
 It answers ``GET /health`` and ``GET /ready`` like a healthy server (other GETs: 404), then for any
 other request: ``drop`` closes the connection without a response (a worker dying mid-request);
