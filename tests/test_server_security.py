@@ -14,7 +14,7 @@ import pytest
 
 from services.local_stack import free_port, spawn
 from tests.conftest import start_router, start_server, wait_for
-from tests.test_router_ops import _self_signed
+from tests.support.certificates import self_signed
 
 KEYS = ("server-key-one", "server-key-two")
 SAMPLE = {"recipe": "math", "solution": "so \\boxed{4}", "ground_truth": "4"}
@@ -64,7 +64,7 @@ def test_the_router_reaches_keyed_servers_with_its_worker_key(keyed_server, logs
 
 
 def test_https_with_a_self_signed_certificate(tiny_model, logs, tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     port = free_port()
     server = spawn(f"server-tls-{port}", f"https://127.0.0.1:{port}",
                    ["serve", "--model", str(tiny_model), "--port", str(port), "--ssl-certfile", str(cert),

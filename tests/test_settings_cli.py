@@ -57,13 +57,6 @@ def test_unknown_yaml_key_is_named(tmp_path):
         ServerSettings.load(cfg)
 
 
-def test_router_rejects_bad_worker_url_and_policy():
-    with pytest.raises(SettingsError, match="workers"):
-        RouterSettings.load(workers=["127.0.0.1:8000"])
-    with pytest.raises(SettingsError, match="policy"):
-        RouterSettings.load(workers=["http://a:1"], policy="random_walk")
-
-
 def test_cli_reports_bad_env_setting_and_exits_2(tiny_model):
     import os
 

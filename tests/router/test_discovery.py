@@ -1,4 +1,5 @@
-"""DNS discovery against a real DNS server process (tests/support/dns_server.py) on 127.0.0.1."""
+"""router/discovery.py: DNS discovery against a real DNS server process (tests/support/dns_server.py) on 127.0.0.1,
+unit by unit on a real pool, then through a real router whose worker follows the records."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from router.discovery import DnsDiscovery, parse_dns_target
 from router.workers import DNS, STATIC, WorkerPool
-from services.local_stack import free_port
+from services.local_stack import Child, free_port, spawn
+from tests.conftest import wait_for
+from tests.support.router_calls import answered_by, chat, port_of, ready_status, workers_of
 
 NAME = "workers.test."
+
+
 PORT = 8000
 
 
@@ -39,7 +45,7 @@ class DnsServer:
         tmp.replace(self.mapping_file)  # atomic: a query never sees half a file
 
     def start(self, timeout_s: float = 30.0) -> None:
-        script = Path(__file__).parent / "support" / "dns_server.py"
+        script = Path(__file__).parents[1] / "support" / "dns_server.py"
         self.process = subprocess.Popen([sys.executable, str(script), str(self.port), str(self.mapping_file)],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert self.process.stdout is not None
@@ -86,8 +92,6 @@ def state(pool: WorkerPool) -> dict[str, bool]:
     return {w.url: w.draining for w in pool.workers}
 
 
-# --- parse_dns_target -------------------------------------------------------------------------------------------
-
 @pytest.mark.parametrize(("value", "expected"), [
     ("dns://my-svc.ns.svc.cluster.local:8000", ("my-svc.ns.svc.cluster.local", 8000, "http")),
     ("dns+http://my-svc:80", ("my-svc", 80, "http")),
@@ -130,8 +134,6 @@ def test_nameserver_forms_accepted() -> None:
     assert [(ns.address, ns.port) for ns in d.resolver.nameservers] == [
         ("10.0.0.10", 53), ("10.0.0.11", 5353), ("::1", 53), ("::1", 5353)]
 
-
-# --- against a real DNS server ----------------------------------------------------------------------------------
 
 async def test_pool_follows_records(dns_server: DnsServer) -> None:
     pool = WorkerPool(["http://10.9.9.9:8000"])  # a static worker: DNS never touches it
@@ -244,3 +246,57 @@ async def test_start_with_dns_down_does_not_raise(tmp_path: Path) -> None:
         assert pool.workers == []
     finally:
         await d.stop()
+
+
+def start_dns_router(logs: Path, *flags: str) -> Child:
+    """A router without --workers (start_router always passes some): wait for /health only."""
+    port = free_port()
+    child = spawn(f"router-dns-{port}", f"http://127.0.0.1:{port}",
+                  ["route", "--port", str(port), "--log-level", "warning", *flags], log_dir=logs)
+    try:
+        wait_for(lambda: _answers(child), "the router to start", 30)
+    except BaseException:
+        child.stop()
+        raise
+    return child
+
+
+def _answers(child: Child) -> bool:
+    assert child.process.poll() is None, f"router exited:\n{child.log_tail()}"
+    try:
+        return httpx.get(child.url + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_dns_discovered_worker_follows_the_records(echo3, logs, tmp_path):
+    worker = echo3[0]
+    dns = DnsServer(tmp_path / "mapping.json")
+    dns.set({"workers.test.": ["127.0.0.1"]})
+    dns.start()
+    r = None
+    try:
+        r = start_dns_router(logs, "--discovery-dns", f"dns://workers.test:{port_of(worker)}",
+                             "--discovery-nameservers", dns.address, "--discovery-interval-s", "0.2",
+                             "--health-interval-s", "0.2")
+        wait_for(lambda: ready_status(r) == 200, "the discovered worker to be ready", 5)
+        (entry,) = workers_of(r).values()
+        assert entry["url"] == worker.url and entry["source"] == "dns"
+        assert answered_by(chat(r)) == port_of(worker)
+
+        dns.set({"workers.test.": []})
+        t0 = time.monotonic()
+        wait_for(lambda: ready_status(r) == 503, "/ready to turn 503 once the records are gone", 2)
+        assert time.monotonic() - t0 < 2
+        state = workers_of(r)
+        assert worker.url not in state or state[worker.url]["draining"] is True
+        wait_for(lambda: worker.url not in workers_of(r), "the drained worker to be removed", 3)
+        assert chat(r).status_code == 503
+
+        dns.set({"workers.test.": ["127.0.0.1"]})
+        wait_for(lambda: ready_status(r) == 200, "the worker to come back with its record", 3)
+        assert answered_by(chat(r)) == port_of(worker)
+    finally:
+        if r is not None:
+            r.stop()
+        dns.stop()
