@@ -6,9 +6,7 @@ import re
 
 import httpx
 import jsonschema
-import pytest
 
-from trainer_client import AsyncGenRMClient, GenRMClient
 from trainer_client.protocol import ChatCompletionResponse, CompletionResponse, ModelList
 
 CHAT = [{"role": "user", "content": "Is 2 + 2 = 4? Answer in \\boxed{}."}]
@@ -76,15 +74,3 @@ def test_stop_string_truncates_and_is_reported(stack):
     cut = httpx.post(stack.url + "/v1/completions", json={**body, "stop": [stop]}, timeout=60).json()["choices"][0]
     assert cut["finish_reason"] == "stop" and cut["stop_reason"] == stop
     assert cut["text"] == full[: full.index(stop)]
-
-
-async def test_async_client_batch(stack):
-    async with AsyncGenRMClient(stack.url) as client:
-        results = await client.chat_batch([CHAT] * 6, concurrency=3, max_tokens=3, ignore_eos=True)
-    assert len(results) == 6 and all(r.usage.completion_tokens == 3 for r in results)
-
-
-def test_client_requires_a_url(monkeypatch):
-    monkeypatch.delenv("GENRM_URL", raising=False)
-    with pytest.raises(ValueError, match="GENRM_URL"):
-        GenRMClient()

@@ -415,7 +415,7 @@ def test_the_example_config_works(stack, tokenizer):
     from verl.trainer.ppo.reward import get_custom_reward_fn
     from verl.workers.reward_manager import NaiveRewardManager
 
-    example = OmegaConf.load(Path(__file__).parents[1] / "examples" / "verl" / "genrm_reward.yaml")
+    example = OmegaConf.load(Path(__file__).parents[3] / "examples" / "verl" / "genrm_reward.yaml")
     defaults = OmegaConf.load(Path(verl.trainer.config.__file__).parent / "reward" / "reward.yaml")
     config = OmegaConf.merge({"reward": defaults}, example)
     config.reward.custom_reward_function.reward_kwargs.genrm_url = stack.url

@@ -10,13 +10,8 @@ import pytest
 
 from services.local_stack import free_port
 from tests.conftest import start_router, start_script, start_server
+from tests.support.samples import math_sample
 from trainer_client import AsyncRewardClient, GenRMError, RewardClient
-
-
-def math_sample(i: int, right: bool = True) -> dict:
-    answer = str(i) if right else str(i + 1)
-    return {"question": f"What is {i}?", "solution": f"so \\boxed{{{answer}}}", "ground_truth": str(i),
-            "group_id": i % 4}
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
@@ -155,48 +150,6 @@ def test_bad_arguments_are_refused_early():
         AsyncRewardClient(None)
     with RewardClient("http://127.0.0.1:1") as client, pytest.raises(TypeError, match="dict"):
         client.score("not a sample")  # type: ignore[arg-type]
-
-
-def test_genrm_score_jsonl_in_jsonl_out(stack, tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps({**math_sample(i, right=i % 2 == 0), "id": f"s{i}"}) + "\n"
-                           for i in range(12)))
-    out = tmp_path / "out.jsonl"
-    done = subprocess.run([sys.executable, "-m", "services.cli", "score", str(src), "-o", str(out), "--url",
-                           stack.url, "--recipe", "math", "--batch-size", "5"], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["id"] for r in rows] == [f"s{i}" for i in range(12)]
-    assert [r["reward"]["score"] for r in rows] == [1.0 if i % 2 == 0 else -1.0 for i in range(12)]
-    assert "12 samples scored" in done.stderr
-    src.write_text('{"solution": "x"}\nnot json\n')
-    bad = subprocess.run([sys.executable, "-m", "trainer_client.score_cli", str(src), "--url", stack.url],
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and f"{src}:2: not JSON" in bad.stderr
-
-
-@pytest.mark.parametrize("fast", [True, False])
-def test_request_bodies_encode_numpy_and_anything_pydantic_takes(fast, monkeypatch):
-    """orjson when installed (numpy values as verl's batches carry them), pydantic-core otherwise or for what
-    orjson refuses; both give the same JSON."""
-    import numpy as np
-    from pydantic_core import from_json
-
-    from trainer_client import jsonio
-
-    if not fast:
-        monkeypatch.setattr(jsonio, "orjson", None)
-    elif jsonio.orjson is None:
-        pytest.skip("orjson is not installed")
-    body = {"samples": [{"solution": "\\boxed{4}\n", "extra_info": {"index": np.int64(3), "w": np.float32(0.5)}}]}
-    assert from_json(jsonio.dumps(body)) == {
-        "samples": [{"solution": "\\boxed{4}\n", "extra_info": {"index": 3, "w": 0.5}}]}
-    assert from_json(jsonio.dumps({"tags": {"a"}})) == {"tags": ["a"]}  # orjson refuses sets
 
 
 @pytest.mark.parametrize("fast", [True, False])
