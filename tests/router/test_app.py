@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from services.local_stack import free_port, spawn
+from services.local_stack import free_port
 from tests.support.router_calls import (
     ADMIN,
     ADMIN_KEY,
@@ -82,6 +82,7 @@ def test_router_with_no_reachable_worker_is_not_ready(logs):
 
 
 def start_router_unready(workers: list[str], logs):
+    from services.local_stack import spawn
 
     port = free_port()
     child = spawn(f"router-{port}", f"http://127.0.0.1:{port}",

@@ -1,6 +1,7 @@
-"""The disrm recipe end to end on real processes: a tiny sequence-classification reward model written by
-``genrm tiny-model --classifier`` and served by the transformers engine (batched scoring must not change a
-score), and a fake vLLM classification upstream behind the openai engine."""
+"""services/genrm_server/recipes/disrm.py: the disrm recipe end to end on real processes: a tiny
+sequence-classification reward model written by ``genrm tiny-model --classifier`` and served by the transformers
+engine (batched scoring must not change a score), and a fake vLLM classification upstream behind the openai engine.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The README's main job: `genrm demo` starts a stack, scores a reward batch, prints the table, stops."""
+"""services/demo.py, the README's main job: `genrm demo` starts a stack, scores a reward batch, prints the table,
+stops."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A solution that tries to steer the judge cannot change how its answer is parsed or what the prompt says.
+"""services/genrm_server/recipes/templates.py, with the judge recipes' parsing: a solution that tries to steer
+the judge cannot change how its answer is parsed or what the prompt says.
 
 The scripted judge (tests/support/scripted_judge.py) answers what ``<<reply:...>>`` in the prompt tells it, so each
 case fixes the judge's real answer and then throws steering text at the parser and the template: fake

@@ -1,13 +1,16 @@
-"""Every bad input gets a 4xx whose message names the field — at the server and through the router."""
+"""services/genrm_server/errors.py: every bad input gets a 4xx in OpenAI's envelope whose message names the field,
+at the server and through the router (which passes the server's answer on, or answers alike where it parses)."""
 
 from __future__ import annotations
-
-import re
 
 import httpx
 import pytest
 
+from tests.support.envelope import expect_error
+
 CHAT = [{"role": "user", "content": "hi"}]
+
+
 CASES = [
     # (path, body, status, param, words that must appear in the message)
     ("/v1/chat/completions", {"messages": CHAT, "model": "gpt-17"}, 404, "model", ["gpt-17", "tiny"]),
@@ -56,25 +59,7 @@ def test_malformed_json(target, request):
 def test_invalid_utf8_is_a_400(server):
     resp = httpx.post(server.url + "/v1/completions", content=b'{"prompt": "\xff\xfe"}', timeout=30,
                       headers={"content-type": "application/json"})
-    _error(resp, 400, "body", "malformed JSON body", "utf-8")  # was FastAPI's "error parsing the body", no field
-
-
-def test_body_over_the_limit_is_413(server):
-    big = {"prompt": "x" * 100_000, "max_tokens": 1}  # the fixture's server allows 64 KiB
-    resp = httpx.post(server.url + "/v1/completions", json=big, timeout=30)
-    assert resp.status_code == 413
-    assert "max_body_bytes" in resp.json()["error"]["message"]
-
-
-def test_body_over_the_limit_is_413_when_streamed_without_length(server):
-    def chunks():
-        yield b'{"prompt": "'
-        for _ in range(20):
-            yield b"x" * 8192
-        yield b'"}'
-
-    resp = httpx.post(server.url + "/v1/completions", content=chunks(), timeout=30)
-    assert resp.status_code == 413
+    expect_error(resp, 400, "body", "malformed JSON body", "utf-8")  # was FastAPI's "error parsing the body", no field
 
 
 def test_unknown_route_uses_the_error_envelope(server):
@@ -92,38 +77,11 @@ def test_a_bad_batch_body_logs_no_traceback(server):
     assert "Traceback" not in new and "unhandled error" not in new, new
 
 
-def test_the_batch_route_keeps_the_body_limit_and_request_metrics(server):
-    """/v1/reward/batch is answered below FastAPI (reward_api.BatchRoute): the middleware around it still apply."""
-    def count(status: str) -> float:
-        text = httpx.get(server.url + "/metrics", timeout=5).text
-        pattern = rf'^genrm_server_requests_total\{{route="/v1/reward/batch",status="{status}"\}} (\S+)'
-        m = re.search(pattern, text, re.M)
-        return float(m.group(1)) if m else 0.0
-
-    ok, too_big = count("200"), count("413")
-    big = {"samples": [{"solution": "x" * 100_000, "ground_truth": "1"}]}  # the fixture's server allows 64 KiB
-    assert httpx.post(server.url + "/v1/reward/batch", json=big, timeout=30).status_code == 413
-    good = httpx.post(server.url + "/v1/reward/batch", json={"samples": [{"solution": "\\boxed{1}",
-                                                                          "ground_truth": "1"}]}, timeout=30)
-    assert good.status_code == 200 and good.json()["results"][0]["result"]["score"] == 1.0
-    assert good.headers["content-type"] == "application/json"
-    assert (count("200"), count("413")) == (ok + 1, too_big + 1)
-
-
-# -- issue 7: nesting, non-finite numbers, sizes ------------------------------------------------
-
 JSON = {"content-type": "application/json"}
+
+
 JSON_ROUTES = ["/v1/chat/completions", "/v1/completions", "/v1/reward", "/v1/reward/batch", "/get_reward",
                "/slime/reward"]
-
-
-def _error(resp: httpx.Response, status: int, param: str | None, *words: str) -> dict:
-    assert resp.status_code == status, resp.text[:500]
-    error = resp.json()["error"]
-    assert error["code"] == status and error["param"] == param, error
-    for word in words:
-        assert word in error["message"], error["message"]
-    return error
 
 
 @pytest.mark.parametrize("target", ["server", "stack"])
@@ -137,11 +95,13 @@ def test_deeply_nested_json_is_a_400_naming_the_body(target, path, request):
               '{"a":' * (depth // 5) + "1" + "}" * (depth // 5)]
     for body in bodies:
         resp = httpx.post(child.url + path, content=body.encode(), headers=JSON, timeout=30)
-        _error(resp, 400, "body", "malformed JSON body")
+        expect_error(resp, 400, "body", "malformed JSON body")
     assert httpx.get(child.url + "/health", timeout=5).status_code == 200
 
 
 SOLVED = '"solution": "\\\\boxed{1}"'
+
+
 NON_FINITE = [
     # (path, raw JSON body, status, param, words in the message)
     ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', 400,
@@ -190,7 +150,7 @@ NON_FINITE = [
 def test_nan_and_infinity_literals(target, path, body, status, param, words, request):
     url = request.getfixturevalue(target).url
     resp = httpx.post(url + path, content=body.encode(), headers=JSON, timeout=30)
-    _error(resp, status, param, *words)
+    expect_error(resp, status, param, *words)
 
 
 @pytest.mark.parametrize("target", ["server", "stack"])
@@ -214,7 +174,7 @@ def test_a_100k_character_solution(target, request):
         assert len(solution) > 100_000
         resp = httpx.post(url + "/v1/reward", json={"solution": solution, "ground_truth": "42"}, timeout=30)
         if target == "server":
-            _error(resp, 413, "body", "max_body_bytes")
+            expect_error(resp, 413, "body", "max_body_bytes")
         else:
             assert resp.status_code == 200 and resp.json()["score"] == score, resp.text
 
@@ -226,38 +186,9 @@ def test_empty_batch_is_an_empty_answer(target, request):
     assert resp.status_code == 200 and resp.json() == {"results": []}
 
 
-def _numbered_batch(n: int) -> tuple[list[dict], list[float]]:
-    """Sample i answers i; its label is i, except every third is wrong: the scores show the order."""
-    samples = [{"solution": f"\\boxed{{{i}}}", "ground_truth": i if i % 3 else i + 1} for i in range(n)]
-    return samples, [-1.0 if i % 3 == 0 else 1.0 for i in range(n)]
-
-
-def test_a_10k_item_batch_over_the_body_limit_is_413(server):
-    samples, _ = _numbered_batch(10_000)  # ~400 KB; the fixture's server takes 64 KiB
-    _error(httpx.post(server.url + "/v1/reward/batch", json={"samples": samples}, timeout=60), 413, "body",
-           "max_body_bytes")
-
-
 @pytest.mark.parametrize("target", ["server", "stack"])
 def test_a_batch_over_16384_samples_is_a_400_naming_samples(target, request):
     url = request.getfixturevalue(target).url
     body = b'{"samples": [' + b",".join([b"{}"] * 16_385) + b"]}"  # 48 KiB: under the fixture's body limit
-    _error(httpx.post(url + "/v1/reward/batch", content=body, headers=JSON, timeout=60), 400, "samples",
-           "16384")
-
-
-def test_the_schema_documents_the_errors_the_server_gives(server):
-    """FastAPI's default 422 + HTTPValidationError is not what the server answers: the schema says 400 (and
-    413) in the error envelope, and a bad body's real answer matches that schema's shape."""
-    doc = httpx.get(server.url + "/openapi.json", timeout=10).json()
-    assert "HTTPValidationError" not in doc["components"]["schemas"]
-    for path, ops in doc["paths"].items():
-        for method, op in ops.items():
-            assert "422" not in op["responses"], (method, path)
-            if "requestBody" in op:
-                for status in ("400", "413"):
-                    schema = op["responses"][status]["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, status)
-    envelope = doc["components"]["schemas"]["ErrorResponse"]
-    resp = httpx.post(server.url + "/v1/reward", json={"ground_truth": "4"}, timeout=10)
-    assert resp.status_code == 400 and set(resp.json()) == set(envelope["properties"]) == {"error"}
+    expect_error(httpx.post(url + "/v1/reward/batch", content=body, headers=JSON, timeout=60), 400, "samples",
+                 "16384")

@@ -1,4 +1,5 @@
-"""Incremental detokenization: same text as a full decode; stop strings spanning tokens are cut exactly."""
+"""services/genrm_server/engines/detokenizer.py: incremental detokenization gives the same text as a full decode;
+stop strings spanning tokens are cut exactly."""
 
 from __future__ import annotations
 

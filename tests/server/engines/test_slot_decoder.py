@@ -1,4 +1,5 @@
-"""The static slot KV cache (the engine's CUDA path) computes what the dynamic cache computes.
+"""services/genrm_server/engines/slot_decoder.py: the static slot KV cache (the engine's CUDA path) computes what
+the dynamic cache computes.
 
 On CPU the slot decoder runs the same code eagerly (CUDA graphs only replay it): the same logits as
 ``DynamicRows`` step by step through joins, leaves (rows moving down into freed slots) and a join into a

@@ -1,4 +1,4 @@
-"""`genrm up` starts servers + router, prints its ready line, and leaves no process behind."""
+"""services/local_stack.py: `genrm up` starts servers + router, prints its ready line, and leaves no process behind."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Custom recipes from a YAML file: loading and its error messages, template filling, parsers and mappings
-(pure Python), then end to end on a real server process with the scripted judge behind the openai engine."""
+"""services/genrm_server/recipes/custom.py: custom recipes from a YAML file: loading and its error messages,
+template filling, parsers and mappings (pure Python), then end to end on a real server process with the scripted
+judge behind the openai engine."""
 
 from __future__ import annotations
 
