@@ -19,7 +19,7 @@ Router = Callable[..., Child]
 
 
 class Procs:
-    """Starts echo workers and routers for one test and stops them all afterwards."""
+    """Starts echo and misbehaving workers and routers for one test and stops them all afterwards."""
 
     def __init__(self, logs: Path):
         self.logs = logs
@@ -27,6 +27,12 @@ class Procs:
 
     def echo(self, name: str, models: str = "judge") -> Child:
         child = start_script("support/echo_worker.py", "--models", models, log_dir=self.logs, name=f"ops-{name}")
+        self.children.append(child)
+        return child
+
+    def bad(self, mode: str) -> Child:
+        """A misbehaving worker (tests/support/bad_worker.py) in ``mode``."""
+        child = start_script("support/bad_worker.py", mode, log_dir=self.logs, name=f"ops-bad-{mode}")
         self.children.append(child)
         return child
 

@@ -2,7 +2,9 @@
 
 Fail-over to another worker (dead, dropping, silent, 503; a real server killed mid-run on reward routes), what is
 forwarded and what is not (500 on OpenAI routes, the router's keys), deadlines (``X-GenRM-Timeout`` and the
-router's cap), idle timeouts, and the in-flight slot released when a client leaves.
+router's cap), idle timeouts, and the in-flight slot released when a client leaves; then every way an attempt can
+end (answered, retried status, reset, timeout, not JSON, stale keep-alive, unreachable, deadline, client gone, queue
+timeout, broken or stalled stream) releases the worker's in-flight slot exactly once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import httpx
 import pytest
 
 from services.local_stack import Child
-from tests.conftest import start_router, start_server, wait_for
+from tests.conftest import start_router, start_script, start_server, wait_for
+from tests.support.background import Background
 from tests.support.metrics_text import metric
 from tests.support.router_calls import (
     ADMIN,
@@ -296,3 +299,104 @@ def test_router_deadline_setting_caps_the_header(procs):
     resp = chat(router, headers={"x-genrm-timeout": "60"})  # a client may ask for less, not for more
     assert resp.status_code == 504 and time.monotonic() - t0 < 2.0
     assert "deadline of 0.4s" in error_of(resp)["message"]
+
+
+# -- the in-flight slot: released exactly once, whichever way an attempt ends -------------------------------------
+
+
+def _slots_released(router: Child) -> dict[str, dict]:
+    """Wait until no worker has a request in flight, then check every count is exactly 0: a slot never released
+    stays at 1, one released twice goes to -1 (and that worker would then be given more than its share)."""
+    def settled() -> dict[str, dict] | None:
+        now = workers_of(router)
+        return now if all(w["in_flight"] <= 0 for w in now.values()) else None
+
+    state = wait_for(settled, "every in-flight slot to be released", 10)
+    assert {url: w["in_flight"] for url, w in state.items()} == dict.fromkeys(state, 0)
+    return state
+
+
+@pytest.mark.parametrize(("mode", "route", "reason"), [
+    ("drop", "chat", "reset"),  # the connection closes before an answer
+    ("silent", "chat", "timeout"),  # no answer within request_timeout_s
+    ("garbage", "reward", "malformed"),  # a held-back reward answer that is not JSON
+])
+def test_a_failed_attempt_releases_its_slot_once_and_the_retry_its_own(procs, echo3, mode, route, reason):
+    bad, good = procs.bad(mode), echo3[0]
+    router = procs.router([bad, good], "--policy", "round_robin", "--reward-policy", "round_robin",
+                          "--request-timeout-s", "1")
+    retries = metric(router, "genrm_router_retries_total", reason=reason)
+    ask = (lambda: chat(router)) if route == "chat" else (lambda: reward(router, group_id=1))
+    assert [answered_by(ask()) for _ in range(2)] == [port_of(good)] * 2  # one of the two starts at the bad one
+    state = _slots_released(router)
+    assert metric(router, "genrm_router_retries_total", reason=reason) - retries == 1
+    assert (state[bad.url]["requests"], state[bad.url]["failures"]) == (1, 1)  # one failure for one attempt
+    assert (state[good.url]["requests"], state[good.url]["failures"]) == (2, 0)
+
+
+@pytest.mark.parametrize(("status", "counted"), [(503, True), (429, False)])
+def test_a_retried_status_releases_the_slot_once_and_only_a_429_goes_unblamed(procs, echo3, status, counted):
+    busy, good = echo3[:2]
+    control(busy, status=status)
+    router = procs.router([busy, good], "--policy", "round_robin")
+    retries = metric(router, "genrm_router_retries_total", reason=str(status))
+    assert [answered_by(chat(router)) for _ in range(2)] == [port_of(good)] * 2
+    state = _slots_released(router)
+    assert metric(router, "genrm_router_retries_total", reason=str(status)) - retries == 1
+    assert (state[busy.url]["requests"], state[busy.url]["failures"]) == (1, 1 if counted else 0)
+    assert state[good.url]["requests"] == 2
+
+
+def test_a_stale_keep_alive_connection_is_retried_on_a_fresh_one_without_blame(procs):
+    stale = procs.bad("stale")
+    router = procs.router([stale])
+    retries = metric(router, "genrm_router_retries_total", reason="stale_connection")
+    assert [chat(router).status_code for _ in range(3)] == [200, 200, 200]
+    state = _slots_released(router)
+    # 1st on a fresh connection; 2nd and 3rd each reuse the pooled one, find it closed unanswered, go again fresh.
+    assert metric(router, "genrm_router_retries_total", reason="stale_connection") - retries == 2
+    assert (state[stale.url]["requests"], state[stale.url]["failures"]) == (5, 0)
+
+
+def test_an_unreachable_worker_releases_its_slot_once_and_the_retry_its_own(echo3, logs, router):
+    victim = start_script("support/echo_worker.py", log_dir=logs, name="release-victim")
+    good = echo3[0]
+    r = router([victim.url, good.url], "--policy", "round_robin", "--health-interval-s", "60")
+    victim.stop()  # still ready for the router: only a failed connect tells
+    retries = metric(r, "genrm_router_retries_total", reason="connect")
+    assert [answered_by(chat(r)) for _ in range(2)] == [port_of(good)] * 2
+    state = _slots_released(r)
+    assert metric(r, "genrm_router_retries_total", reason="connect") - retries == 1
+    assert (state[victim.url]["requests"], state[victim.url]["failures"]) == (1, 1)
+
+
+def test_a_deadline_a_client_leaving_or_a_queue_timeout_release_without_blame(procs):
+    worker = procs.echo("released")
+    control(worker, delay_s=1.0)
+    router = procs.router([worker], "--max-in-flight-per-worker", "1", "--queue-timeout-s", "0.3")
+    assert chat(router, headers={"x-genrm-timeout": "0.3"}).status_code == 504  # at the worker past its deadline
+    _slots_released(router)
+    with pytest.raises(httpx.ReadTimeout):  # the client leaves while its request is at the worker
+        chat(router, timeout=0.3)
+    _slots_released(router)
+    first = Background(lambda: chat(router))
+    wait_for(lambda: workers_of(router)[worker.url]["in_flight"] == 1, "the first request in flight", 5)
+    assert chat(router).status_code == 503  # queued past queue_timeout_s: it never held a slot
+    assert first.result()[0].status_code == 200
+    state = _slots_released(router)
+    assert (state[worker.url]["requests"], state[worker.url]["failures"]) == (3, 0)
+
+
+@pytest.mark.parametrize("mode", ["break", "stall"])
+def test_a_stream_that_fails_after_its_first_bytes_releases_the_slot_once(procs, mode):
+    bad = procs.bad(mode)
+    router = procs.router([bad], "--request-timeout-s", "1")
+    retries = metric(router, "genrm_router_retries_total")
+    body = {"model": "judge", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx.stream("POST", router.url + CHAT_PATH, json=body, timeout=10) as resp:
+        assert resp.status_code == 200
+        events = [line for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[0] == 'data: {"n": 0}' and '"error"' in events[-1]  # the failure is told in-band
+    state = _slots_released(router)
+    assert (state[bad.url]["requests"], state[bad.url]["failures"]) == (1, 1)
+    assert metric(router, "genrm_router_retries_total") == retries  # bytes went out: nothing is retried
