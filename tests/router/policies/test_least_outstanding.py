@@ -42,7 +42,7 @@ def test_least_outstanding_avoids_the_worker_with_a_slow_request(echo3, router):
 
 
 def test_least_outstanding_decisions_are_counted(echo3, router):
-    # Guards a bug fixed while this file was written: LeastOutstanding.select never counted its decisions.
+    # The series is fed by the policy's own counter: LeastOutstanding.select must count each decision.
     r = router([e.url for e in echo3])
     for i in range(6):
         answered_by(chat(r, f"q{i}"))
