@@ -105,8 +105,8 @@ def server(tiny_model: Path, logs: Path) -> Iterator[Child]:
 
 @pytest.fixture(scope="session")
 def judge(logs: Path) -> Iterator[Child]:
-    """The scripted OpenAI-compatible judge (tests/scripted_judge.py): replies chosen by the prompt."""
-    child = start_script("scripted_judge.py", log_dir=logs, name="scripted-judge")
+    """The scripted OpenAI-compatible judge (tests/support/scripted_judge.py): replies chosen by the prompt."""
+    child = start_script("support/scripted_judge.py", log_dir=logs, name="scripted-judge")
     yield child
     child.stop()
 

@@ -145,7 +145,9 @@ class ClientConnection(asyncio.Protocol):
                     length = None
             elif k == b"expect" and v.lower() == b"100-continue":
                 expect = True
-        if length is not None and length > self.max_body_bytes:
+        if self.parser.should_upgrade():  # CONNECT, or Connection: upgrade: answered here, never dispatched
+            self._reject = (400, "protocol upgrades are not supported", None)
+        elif length is not None and length > self.max_body_bytes:
             self._reject = (413, f"request body exceeds the limit of {self.max_body_bytes} bytes (max_body_bytes)",
                             "body")
             if self.active is None and not self.queue:  # answer now: never read a body we will refuse

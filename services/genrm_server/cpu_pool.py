@@ -1,7 +1,8 @@
 """A process pool for CPU-heavy checks (symbolic math) so they never block the event loop or hold the GIL.
 
 Workers are started with ``spawn``: forking a process that already runs torch and compute threads is unsafe.
-The pool is created on first use, so servers that never need it pay nothing.
+The pool is created on first use, so servers that never need it pay nothing. A worker that dies (a crash in a C
+extension, the OOM killer) fails the calls it held with ``BrokenProcessPool``; the next call gets a fresh pool.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import concurrent.futures
 import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -30,8 +32,14 @@ class CpuPool:
 
     async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float) -> T:
         """Run ``fn(*args)`` in a worker; ``TimeoutError`` past ``timeout_s`` (the caller decides the result)."""
-        future = asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
-        return await asyncio.wait_for(future, timeout_s)
+        pool = self._executor()
+        try:
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(pool, fn, *args), timeout_s)
+        except BrokenProcessPool:
+            if self._pool is pool:  # a broken executor refuses all later work: replace it on the next call
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
     def shutdown(self) -> None:
         if self._pool is not None:

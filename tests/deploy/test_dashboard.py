@@ -77,7 +77,7 @@ def live(stack, sandbox_server, logs) -> dict[str, Any]:
         assert client.post(stack.url + "/v1/chat/completions", json=chat).status_code == 200
         assert client.post(stack.url + "/v1/reward", json={"solution": 1}).status_code == 400  # an error series
 
-        bad = start_script("bad_worker.py", "drop", log_dir=logs, name="dashboard-bad-worker")
+        bad = start_script("support/bad_worker.py", "drop", log_dir=logs, name="dashboard-bad-worker")
         router = start_router([bad.url, *(s.url for s in stack.servers), sandbox_server.url], logs,
                               "--policy", "round_robin",
                               "--reward-policy", "round_robin", "--health-interval-s", "60",
@@ -101,7 +101,7 @@ def live(stack, sandbox_server, logs) -> dict[str, Any]:
             bad.stop()
         texts += [client.get(s.url + "/metrics").text for s in (*stack.servers, sandbox_server)]
 
-        judge = start_script("scripted_judge.py", log_dir=logs, name="dashboard-judge")
+        judge = start_script("support/scripted_judge.py", log_dir=logs, name="dashboard-judge")
         fapo_server = start_server(judge.url, logs, "--engine", "openai", "--upstream-url", judge.url + "/v1",
                                    "--upstream-timeout-s", "1", "--recipe", "fapo", name="dashboard-fapo")
         try:

@@ -43,7 +43,7 @@ from trainer_client.math_rule import compute_math
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 FAULTY_WORKER = HERE / "faulty_worker.py"
-SCRIPTED_JUDGE = ROOT / "tests" / "scripted_judge.py"
+SCRIPTED_JUDGE = ROOT / "tests" / "support" / "scripted_judge.py"
 
 # Answers encode the sample id: right answers are TRUTH_BASE + id, wrong ones WRONG_BASE + id.
 TRUTH_BASE, WRONG_BASE = 10_000, 60_000

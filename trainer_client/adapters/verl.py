@@ -61,8 +61,8 @@ __all__ = ["BUILTIN_RECIPE_KEYS", "NEUTRAL_VALUES", "build_sample", "compute_sco
            "compute_score_batch"]
 
 
-# The built-in recipes' key sets, as ``GET /v1/recipes`` lists them (tests/test_verl.py checks they agree):
-# known here so a fallback has the full key set even when the router was never reachable.
+# The built-in recipes' key sets, as ``GET /v1/recipes`` lists them (tests/client/adapters/test_verl.py checks they
+# agree): known here so a fallback has the full key set even when the router was never reachable.
 BUILTIN_RECIPE_KEYS: dict[str, tuple[str, ...]] = {
     "math": ("score", "acc", "pred"),
     "fapo": ("score", "acc", "pred", "flawed_positive", "judge_verdict", "judge_ok", "judge_asked"),
