@@ -1,4 +1,5 @@
-"""services/genrm_server/reward_service.py and errors.py: request mistakes a newcomer makes, at a server and through the router.
+"""services/genrm_server/reward_service.py and errors.py: request mistakes a newcomer makes, at a server
+and through the router.
 
 A batch item that is not an object gets its own item error (param ``samples.N``) and the other items are
 scored, identically straight to a server and through the router's fan-out; a body sent without
