@@ -4,11 +4,7 @@ unit by unit on a real pool, then through a real router whose worker follows the
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import select
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,55 +16,13 @@ from router.discovery import DnsDiscovery, parse_dns_target
 from router.workers import DNS, STATIC, WorkerPool
 from services.local_stack import Child, free_port, spawn
 from tests.conftest import wait_for
+from tests.support.dns_records import DnsServer
 from tests.support.router_calls import answered_by, chat, port_of, ready_status, workers_of
 
 NAME = "workers.test."
 
 
 PORT = 8000
-
-
-class DnsServer:
-    """tests/support/dns_server.py as a child process; ``set`` rewrites the mapping it re-reads on every query."""
-
-    def __init__(self, mapping_file: Path, port: int = 0):
-        self.mapping_file, self.port = mapping_file, port or free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def set(self, mapping: dict[str, list[str]]) -> None:
-        tmp = self.mapping_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(mapping))
-        tmp.replace(self.mapping_file)  # atomic: a query never sees half a file
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        script = Path(__file__).parents[1] / "support" / "dns_server.py"
-        self.process = subprocess.Popen([sys.executable, str(script), str(self.port), str(self.mapping_file)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], 0.1)
-            if ready:
-                line = self.process.stdout.readline()
-                if "listening" in line:
-                    return
-                if not line:
-                    break
-            if self.process.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(f"dns_server.py on port {self.port} did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 @pytest.fixture

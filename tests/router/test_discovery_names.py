@@ -13,7 +13,7 @@ import pytest
 from router.settings import RouterSettings
 from services.local_stack import Child, free_port, spawn
 from tests.conftest import start_script, wait_for
-from tests.test_discovery import DnsServer
+from tests.support.dns_records import DnsServer
 
 PROGRAM = {"code": "print(int(input()) * 2)", "language": "python", "stdin": "21"}
 
@@ -37,7 +37,7 @@ def _ready(router: Child, url: str) -> bool:
 
 @pytest.fixture()
 def judge(logs: Path) -> Iterator[Child]:
-    child = start_script("echo_worker.py", "--models", "judge", "--recipes", "math,fapo", log_dir=logs,
+    child = start_script("support/echo_worker.py", "--models", "judge", "--recipes", "math,fapo", log_dir=logs,
                          name="names-judge")
     yield child
     child.stop()

@@ -8,12 +8,8 @@ servers as Kubernetes does when the HPA changes the Deployment's replicas. Every
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -22,17 +18,9 @@ from typing import Any
 import httpx
 
 from services.local_stack import Child, free_port, spawn, wait_ready
+from tests.support.dns_records import DnsServer
 
 NAME = "judges.test"
-_TESTS = Path(__file__).resolve().parents[1]
-
-
-def _dns_server_script() -> Path:
-    """The DNS helper program: tests/support/dns_server.py, or tests/dns_server.py where it has not moved."""
-    for path in (_TESTS / "support" / "dns_server.py", _TESTS / "dns_server.py"):
-        if path.exists():
-            return path
-    raise FileNotFoundError("dns_server.py not found under tests/")
 
 
 def fapo_sample(question: str, group_id: int, sleep_s: float = 0.0) -> dict[str, Any]:
@@ -48,9 +36,7 @@ class DnsJudges:
     def __init__(self, judge_url: str, logs: Path, workdir: Path):
         self.judge_url, self.logs = judge_url, logs
         self.port = free_port()  # every server listens on it, each on its own loopback address
-        self.zone_file = workdir / "zone.json"
-        self.dns_port = free_port()
-        self.dns: subprocess.Popen | None = None
+        self.dns = DnsServer(workdir / "zone.json")
         self.servers: dict[str, Child] = {}
         self.router: Child | None = None
         self.pool = ThreadPoolExecutor(64)
@@ -63,19 +49,10 @@ class DnsJudges:
 
     def publish(self, *hosts: str) -> None:
         """Make the Service's name resolve to ``hosts`` (what the endpoints controller does for ready pods)."""
-        tmp = self.zone_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({NAME + ".": list(hosts)}))
-        tmp.replace(self.zone_file)  # atomic: a query never reads half a file
+        self.dns.set({NAME + ".": list(hosts)})
 
     def start_dns(self, timeout_s: float = 30.0) -> None:
-        self.dns = subprocess.Popen([sys.executable, str(_dns_server_script()), str(self.dns_port),
-                                     str(self.zone_file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self.dns.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.dns.poll() is None:
-            if select.select([self.dns.stdout], [], [], 0.1)[0] and "listening" in self.dns.stdout.readline():
-                return
-        raise RuntimeError("dns_server.py did not start")
+        self.dns.start(timeout_s)
 
     # --- processes --------------------------------------------------------------------------------------------
 
@@ -90,7 +67,7 @@ class DnsJudges:
     def start_router(self, *flags: str) -> Child:
         port = free_port()
         args = ["route", "--port", str(port), "--log-level", "warning",
-                "--discovery-dns", f"dns://{NAME}:{self.port}", "--discovery-nameservers", f"127.0.0.1:{self.dns_port}",
+                "--discovery-dns", f"dns://{NAME}:{self.port}", "--discovery-nameservers", self.dns.address,
                 "--discovery-interval-s", "0.2", "--health-interval-s", "0.2", *flags]
         self.router = spawn(f"dns-router-{port}", f"http://127.0.0.1:{port}", args, log_dir=self.logs)
         wait_ready(self.router, time.monotonic() + 60)  # /ready: at least one discovered server is ready
@@ -106,11 +83,7 @@ class DnsJudges:
             if child.process.poll() is None:
                 child.process.kill()
             child.wait_or_kill(10)
-        if self.dns is not None:
-            self.dns.kill()
-            self.dns.wait()
-            assert self.dns.stdout is not None
-            self.dns.stdout.close()
+        self.dns.stop()
 
     # --- the router's view ------------------------------------------------------------------------------------
 
