@@ -64,23 +64,46 @@ async def make_sandbox() -> AsyncIterator[Callable[..., Sandbox]]:
             await box.aclose()
 
 
+def _status(pid: str) -> dict[str, str]:
+    fields = {}
+    for line in (Path("/proc") / pid / "status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.split()[0] if value.split() else ""
+    return fields
+
+
+def _owner(pid: str) -> str | None:
+    """Who a process belongs to: "tests" when this pytest process started its sandbox itself, "server" when a
+    server process the tests started runs it (a session fixture: that server's business), None when it hangs
+    from nobody of ours (it escaped: reparented to init or a subreaper)."""
+    me, child = os.getpid(), pid
+    while True:
+        parent = _status(child)["PPid"]
+        if int(parent) == me:
+            cmdline = (Path("/proc") / child / "cmdline").read_bytes()
+            return "tests" if b"bwrap" in cmdline.split(b"\0")[0] else "server"
+        if parent in ("0", "1"):
+            return None
+        child = parent
+
+
 def sandbox_processes() -> list[str]:
-    """Host processes of a sandbox: bwrap, or anything running as a sandbox uid (when the tests run as root)."""
+    """Host processes of a sandbox the tests ran themselves, or of none (escaped): bwrap, or anything running as a
+    sandbox uid (when the tests run as root). A live server's sandboxes (a session fixture's) are not counted."""
     found = []
     uids = range(BASE_UID, BASE_UID + 256) if os.geteuid() == 0 else range(0)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            status = (entry / "status").read_text()
+            status = _status(entry.name)
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            uid, ppid = int(status["Uid"]), int(status["PPid"])
+            ours = ppid == os.getpid() and "bwrap" in cmdline
+            if (uid in uids or ours) and _owner(entry.name) != "server":
+                found.append(f"{entry.name} uid={uid} {cmdline[:120]}")
+        except (OSError, KeyError, ValueError):
             continue
-        uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        ppid = int(next(line for line in status.splitlines() if line.startswith("PPid:")).split()[1])
-        ours = ppid == os.getpid() and "bwrap" in cmdline
-        if uid in uids or ours:
-            found.append(f"{entry.name} uid={uid} {cmdline[:120]}")
     return found
 
 
