@@ -27,6 +27,7 @@ class _PoolCollector(Collector):
         workers = self.pool.workers
         gauges = {
             "in_flight": ("Requests in flight per worker.", lambda w: w.in_flight),
+            "others_in_flight": ("Requests the worker reports holding besides this replica's.", lambda w: w.others),
             "ready": ("1 when the worker passes its probes.", lambda w: float(w.ready)),
             "available": ("1 when the worker may take a request now.", lambda w: float(w.available)),
             "draining": ("1 while the worker drains.", lambda w: float(w.draining)),

@@ -23,6 +23,8 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
+from common.load_report import HEADER as LOAD_HEADER
+from common.load_report import header_load
 from router.proxy.upstream import UpstreamConnection
 from router.request_info import REWARD_PATHS
 from router.workers import Worker, WorkerPool
@@ -42,6 +44,7 @@ access = logging.getLogger("genrm.router.access")
 _SKIP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
                    b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect", b"x-genrm-timeout"})
 DEADLINE_HEADER = b"x-genrm-timeout"  # seconds the client will wait, sent by the trainer client
+_LOAD = LOAD_HEADER.encode()
 
 
 class Exchange:
@@ -194,6 +197,10 @@ class Exchange:
     # -- upstream events (ResponseSink) -------------------------------------------------------
 
     def on_head(self, conn: UpstreamConnection, status: int, headers: list[tuple[bytes, bytes]], raw: bytes) -> None:
+        for k, v in headers:  # the worker's load report: what it holds for other replicas too
+            if len(k) == len(_LOAD) and k.lower() == _LOAD:
+                self.worker.learn_load(*header_load(v), self.loop.time())
+                break
         if status in self.retry_statuses and self._may_retry():
             conn.detach()
             self.conn = None
