@@ -80,11 +80,12 @@ class Fleet:
         self.logdir = logdir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, name: str, cmd: Sequence[str], cpus: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(self, name: str, cmd: Sequence[str], cpus: str, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(["taskset", "-c", cpus, *cmd], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **(env or {})}, cwd=cwd)
         log.close()
         proc.log_path = self.logdir / f"{name}.log"  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -572,7 +573,9 @@ def start_replicas(fleet: Fleet, ctx: Ctx, code: Path, workers: Sequence[str], c
         port = free_port()
         cmd = [sys.executable, "-m", "services.cli", "route", "--host", HOST, "--port", str(port),
                "--workers", ",".join(workers), "--policy", "affinity", "--log-level", "warning", *extra]
-        procs.append(fleet.start(f"genrm-{code.name}-{port}", cmd, ctx.args.router_cpu, {"PYTHONPATH": str(code)}))
+        # In the tree's own directory: ``python -m`` puts the working directory first on the import path.
+        procs.append(fleet.start(f"genrm-{code.name}-{port}", cmd, ctx.args.router_cpu, {"PYTHONPATH": str(code)},
+                                 cwd=code))
         urls.append(f"http://{HOST}:{port}")
     for proc, url in zip(procs, urls, strict=True):
         why = wait_until(proc, lambda u=url: probe(u + "/ready")) or wait_until(

@@ -20,8 +20,8 @@ from router.proxy.upstream import ConnectionPool
 
 STATIC, DNS, ADMIN = "static", "dns", "admin"  # where a worker came from
 # Other router replicas use a worker when their requests are this share of its averaged load or more, and no
-# longer when, under real load, they fall below the second share (idle between bursts says nothing).
-SHARED_SHARE, ALONE_SHARE, ALONE_MIN_LOAD = 0.2, 0.05, 8.0
+# longer when they fall below the second share; only under real load (idle between bursts says nothing).
+SHARED_SHARE, ALONE_SHARE, MIN_LOAD = 0.2, 0.05, 8.0
 ANY_MODEL = "\x00any model"  # what a model request that names none asks for: a worker with some model
 
 
@@ -89,10 +89,11 @@ class Worker:
             self.load = average if average is not None else self._load_avg.add(now_load, now)
             # A report is a snapshot older than this replica's count (answers it counted may be in already), so
             # ``others`` is a few requests even with no other replica: only a real share of the load says shared.
-            if others >= max(1.0, SHARED_SHARE * self.load):
-                self.shared = True
-            elif self.load >= ALONE_MIN_LOAD and others < ALONE_SHARE * self.load:
-                self.shared = False
+            if self.load >= MIN_LOAD:  # idle or nearly: a stray request or two says nothing either way
+                if others >= SHARED_SHARE * self.load:
+                    self.shared = True
+                elif others < ALONE_SHARE * self.load:
+                    self.shared = False
         elif average is not None:
             self.load = average
         self.load_at = now

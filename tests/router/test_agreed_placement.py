@@ -12,7 +12,7 @@ import pytest
 
 from router.policies.affinity import Affinity, AffinityConfig
 from router.request_info import RequestInfo
-from router.workers import ALONE_MIN_LOAD, Worker
+from router.workers import MIN_LOAD, Worker
 
 KEYS = [f"g:{i}" for i in range(4000)]
 
@@ -121,9 +121,11 @@ def test_a_worker_is_shared_until_its_reports_show_this_replica_alone(others: fl
     w.in_flight = 40
     for t in range(2, 40):  # under load, the reports hold only this replica's requests (and a stray few)
         w.learn_load(40 + others, 40.0, now=float(t))
-    assert not w.shared and w.load >= ALONE_MIN_LOAD
+    assert not w.shared and w.load >= MIN_LOAD
     w.learn_load(0.0, 0.0, now=41.0)  # idle between bursts says nothing
     assert not w.shared
-    for t in range(42, 50):  # another replica's requests show up
+    w.learn_load(43.0, 2.0, now=41.5)  # nor a stray few requests at the start of the next one
+    assert not w.shared
+    for t in range(42, 50):  # another replica's requests show up, under load
         w.learn_load(80.0, 80.0, now=float(t))
     assert w.shared and w.others == 40.0
