@@ -44,6 +44,7 @@ def _response(status: bytes, body: bytes, worker_id: bytes, extra: bytes = b"") 
 
 
 _AVERAGE = TimeAverage()  # of the POSTs in flight, as the GenRM server keeps it
+_LATENCY = TimeAverage()  # of the seconds a POST takes, likewise
 
 
 def _count(stats: dict[str, int], delta: int) -> None:
@@ -51,14 +52,17 @@ def _count(stats: dict[str, int], delta: int) -> None:
     stats["in_flight"] += delta
 
 
-def _load_header(stats: dict[str, int], slots: int) -> bytes:
-    """The ORCA load report of this moment: POSTs being served, their average, and running / waiting."""
-    busy = stats["in_flight"]
+def _load_header(stats: dict[str, int], slots: int, started: float | None = None) -> bytes:
+    """The ORCA load report of this moment: POSTs being served, their averages (count, seconds each, the one
+    answered now, started at ``started``, included), and running / waiting."""
+    busy, now = stats["in_flight"], time.monotonic()
+    if started is not None:
+        _LATENCY.add(now - started, now)
     running = min(busy, slots) if slots else busy
     return (b"\r\nendpoint-load-metrics: TEXT named_metrics.genrm_requests_in_flight=%d, "
-            b"named_metrics.genrm_requests_in_flight_avg=%.2f, named_metrics.num_requests_running=%d, "
-            b"named_metrics.num_requests_waiting=%d"
-            % (busy, _AVERAGE.add(busy, time.monotonic()), running, busy - running))
+            b"named_metrics.genrm_requests_in_flight_avg=%.2f, named_metrics.genrm_request_seconds_avg=%.4f, "
+            b"named_metrics.num_requests_running=%d, named_metrics.num_requests_waiting=%d"
+            % (busy, _AVERAGE.add(busy, now), _LATENCY.value, running, busy - running))
 
 
 class _Worker(asyncio.Protocol):
@@ -69,7 +73,7 @@ class _Worker(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
-        self.queue: asyncio.Queue[tuple[bytes, bytes]] | None = None
+        self.queue: asyncio.Queue[float] | None = None  # arrival time of each POST waiting for its answer
         self.task: asyncio.Task | None = None
         self.pending = 0  # POSTs of this connection not answered yet
 
@@ -98,7 +102,8 @@ class _Worker(asyncio.Protocol):
         self.stats["posts"] += 1
         if self.delay == 0 and self.slots is None:
             _count(self.stats, 1)
-            self.transport.write(_response(b"200 OK", _CHAT, self.worker_id, _load_header(self.stats, 0)))
+            self.transport.write(_response(b"200 OK", _CHAT, self.worker_id,
+                                           _load_header(self.stats, 0, time.monotonic())))
             _count(self.stats, -1)
             return
         _count(self.stats, 1)
@@ -107,17 +112,17 @@ class _Worker(asyncio.Protocol):
         if self.queue is None:
             self.queue = asyncio.Queue()
             self.task = asyncio.get_running_loop().create_task(self._serve())
-        self.queue.put_nowait((method, url))
+        self.queue.put_nowait(time.monotonic())
 
     async def _serve(self) -> None:
         while True:
-            await self.queue.get()
+            started = await self.queue.get()
             if self.slots is not None:
                 async with self.slots:
                     await asyncio.sleep(self.delay)
             else:
                 await asyncio.sleep(self.delay)
-            report = _load_header(self.stats, self.max_concurrency)
+            report = _load_header(self.stats, self.max_concurrency, started)
             _count(self.stats, -1)
             self.pending -= 1
             if self.transport.is_closing():

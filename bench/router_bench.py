@@ -599,13 +599,17 @@ def scenario_grpo_multi(ctx: Ctx) -> tuple[str, str]:
     pools = {"fast": ("4 × 50 ms", [50.0] * 4), "slow": ("one 5× slower", [50.0] * 3 + [250.0])}
     for pool, delays in (pools[p] for p in a.grpo_pools.split(",")):
         with Fleet(ctx.logdir) as fleet:
-            workers = start_workers(fleet, ctx, delays)
-            worker_ids = [u.removeprefix("http://") for u in workers]
-            targets = {f"{name}, R={r}": start_replicas(fleet, ctx, code, workers, r, extra)
-                       for r in counts for name, (code, extra) in codes.items()}
+            # Workers of its own for every router set: replicas learn from the workers' reports whether others
+            # use them, so routers idle between their runs must not watch another set's load there.
+            targets = {}
+            for r in counts:
+                for name, (code, extra) in codes.items():
+                    workers = start_workers(fleet, ctx, delays)
+                    targets[f"{name}, R={r}"] = (start_replicas(fleet, ctx, code, workers, r, extra),
+                                                 [u.removeprefix("http://") for u in workers])
             print(f"grpo_multi, {pool}: {', '.join(targets)}", file=sys.stderr, flush=True)
-            runs = interleave(ctx, targets, lambda k, s, t=targets, ids=worker_ids: asyncio.run(
-                grpo_trace(t[k], ids, s, a.groups_in_flight, a.group_size, seed=next(_GROUP_IDS))))
+            runs = interleave(ctx, targets, lambda k, s, t=targets: asyncio.run(
+                grpo_trace(*t[k], s, a.groups_in_flight, a.group_size, seed=next(_GROUP_IDS))))
         for key, rs in runs.items():
             if not rs:
                 continue

@@ -2,10 +2,11 @@
 
 The wire form is ORCA's ``endpoint-load-metrics`` response header (what Envoy and vLLM speak), TEXT form:
 ``TEXT named_metrics.genrm_requests_in_flight=12, named_metrics.genrm_requests_in_flight_avg=10.4, ...``; the
-JSON form (``JSON {"named_metrics": {...}}``) is read too. The average is the worker's own, over about
-``AVERAGE_S``: every replica reads the same slowly moving figure whenever it hears the worker, so replicas that
-place keys on it agree. Workers without the header (``vllm serve``) are read from their
-``vllm:num_requests_running`` / ``vllm:num_requests_waiting`` gauges instead (:func:`load_from_prometheus`).
+JSON form (``JSON {"named_metrics": {...}}``) is read too. The averages (requests held, seconds a request takes)
+are the worker's own, over about ``AVERAGE_S``: every replica reads the same slowly moving figures whenever it
+hears the worker, so replicas that place keys on it agree, also on which worker is a straggler. Workers without
+the header (``vllm serve``) are read from their ``vllm:num_requests_running`` / ``vllm:num_requests_waiting``
+gauges instead (:func:`load_from_prometheus`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import math
 HEADER = "endpoint-load-metrics"
 IN_FLIGHT = "genrm_requests_in_flight"  # requests the server is serving (probes aside): the router's own unit
 IN_FLIGHT_AVG = "genrm_requests_in_flight_avg"  # the same, averaged over time by the server itself
+LATENCY_AVG = "genrm_request_seconds_avg"  # how long its requests take (to their answer's start), averaged alike
 RUNNING, WAITING = "num_requests_running", "num_requests_waiting"  # vLLM's names: sequences in the engine
 AVERAGE_S = 2.0  # time constant of the averages
 _PREFIX = "named_metrics."
 _GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 _NOW_TEXT = f"{_PREFIX}{IN_FLIGHT}=".encode()
 _AVG_TEXT = f"{_PREFIX}{IN_FLIGHT_AVG}=".encode()
+_LATENCY_TEXT = f"{_PREFIX}{LATENCY_AVG}=".encode()
 
 
 class TimeAverage:
@@ -82,16 +85,17 @@ def reported_load(named_metrics: dict[str, float]) -> float | None:
     return _count(load)
 
 
-def header_load(value: bytes) -> tuple[float | None, float | None]:
-    """(load now, the worker's averaged load) of a header value; None for what it does not say. Without a full
-    parse when it is the GenRM form: a router reads this on every answer, so microseconds count."""
+def header_load(value: bytes) -> tuple[float | None, float | None, float | None]:
+    """(load now, the worker's averaged load, its averaged seconds per request) of a header value; None for what
+    it does not say. Without a full parse when it is the GenRM form: a router reads this as it forwards answers."""
     now_at = value.find(_NOW_TEXT)
     if now_at < 0:
         named = parse_report(value)
-        return reported_load(named), _count(named.get(IN_FLIGHT_AVG))
-    avg_at = value.find(_AVG_TEXT)
-    return _number_at(value, now_at + len(_NOW_TEXT)), (
-        _number_at(value, avg_at + len(_AVG_TEXT)) if avg_at >= 0 else None)
+        return reported_load(named), _count(named.get(IN_FLIGHT_AVG)), _count(named.get(LATENCY_AVG))
+    avg_at, latency_at = value.find(_AVG_TEXT), value.find(_LATENCY_TEXT)
+    return (_number_at(value, now_at + len(_NOW_TEXT)),
+            _number_at(value, avg_at + len(_AVG_TEXT)) if avg_at >= 0 else None,
+            _number_at(value, latency_at + len(_LATENCY_TEXT)) if latency_at >= 0 else None)
 
 
 def load_from_prometheus(text: str) -> float | None:

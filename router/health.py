@@ -56,7 +56,7 @@ class HealthChecker:
             log.debug("could not read the load gauges of %s: %r", worker.url, exc)
             load = None
         if load is not None:
-            worker.learn_load(load, None, asyncio.get_running_loop().time())
+            worker.learn_load(load, None, None, asyncio.get_running_loop().time())
 
     async def probe(self, worker: Worker) -> bool:
         cause = ""

@@ -44,6 +44,7 @@ class Worker:
     recipe_infos: tuple[dict, ...] = ()  # its /v1/recipes entries, for the router's merged list
     recipe_default: str | None = None
     latency_ewma_s: float = 0.0
+    latency_reported: float = 0.0  # seconds a request takes as the worker itself reports it (0: it does not)
     latency_at: float = 0.0  # monotonic time of the last latency observation
     slowness: float = 1.0  # > 1 only for a straggler; policies weigh its load by it
     penalty: float = 1.0  # a straggler's full (unfaded) slowness
@@ -74,11 +75,14 @@ class Worker:
         return (self.ready and not self.draining and self.breaker.allows()
                 and (not self.max_in_flight or self.in_flight < self.max_in_flight))
 
-    def learn_load(self, now_load: float | None, average: float | None, now: float) -> None:
-        """A load report: ``now_load`` requests held now and/or the worker's own ``average`` of them.
+    def learn_load(self, now_load: float | None, average: float | None, latency: float | None, now: float) -> None:
+        """A load report: ``now_load`` requests held now, the worker's own ``average`` of them and of the seconds a
+        request takes (``latency``); None for what it does not say.
 
         Until the reports show whether other replicas use the worker, assume they do: placing as they would costs
         a replica alone a little balance, while placing alone among others splits groups."""
+        if latency and latency != self.latency_reported:  # news: every replica marks a straggler alike from it
+            self.latency_reported, self.latency_at = latency, now
         if not self.load_at:
             self.shared = True
         if now_load is not None:
@@ -99,7 +103,7 @@ class Worker:
         self.load_at = now
 
     def forget_load(self) -> None:
-        self.load = self.others = self.load_at = 0.0
+        self.load = self.others = self.load_at = self.latency_reported = 0.0
         self._load_avg, self._others_avg = TimeAverage(), TimeAverage()
 
     def observe_latency(self, seconds: float, now: float, alpha: float = 0.2) -> None:
@@ -198,21 +202,22 @@ class WorkerPool:
 
     def update_slowness(self, now: float, threshold: float = 2.0, decay_s: float = 10.0,
                         min_gap_s: float = 0.025) -> None:
-        """Mark stragglers: a worker whose latency EWMA is over ``threshold`` × the median of its peers'
-        weighs ``ratio²`` in the load-aware policies, so it gets a request only when the others carry
-        that many times more. The mark fades over ``decay_s`` without new observations, so a worker
-        that recovered is tried again rather than shunned for good (Finagle's peak-EWMA idea). Gaps
-        under ``min_gap_s`` never count: 0.5 ms against 0.2 ms is noise, not a straggler.
+        """Mark stragglers: a worker whose latency (its own report, else this replica's EWMA of its answers) is
+        over ``threshold`` × the median of its peers' weighs ``ratio²`` in the load-aware policies, so it gets a
+        request only when the others carry that many times more. The mark fades over ``decay_s`` without new
+        observations, so a worker that recovered is tried again rather than shunned for good (Finagle's peak-EWMA
+        idea). Gaps under ``min_gap_s`` never count: 0.5 ms against 0.2 ms is noise, not a straggler.
         """
-        observed = sorted(w.latency_ewma_s for w in self.by_url.values() if w.latency_ewma_s and w.ready)
+        latency = {w: w.latency_reported or w.latency_ewma_s for w in self.by_url.values()}
+        observed = sorted(x for w, x in latency.items() if x and w.ready)
         if len(observed) < 2:
             for w in self.by_url.values():
                 w.slowness = 1.0
             return
         median = observed[(len(observed) - 1) // 2]  # the lower median: one straggler of two is still found
         for w in self.by_url.values():
-            ratio = w.latency_ewma_s / median if median > 0 else 1.0
-            if ratio <= threshold or w.latency_ewma_s - median < min_gap_s:
+            ratio = latency[w] / median if median > 0 else 1.0
+            if ratio <= threshold or latency[w] - median < min_gap_s:
                 w.slowness = w.penalty = 1.0
                 continue
             w.penalty = ratio * ratio

@@ -22,8 +22,9 @@ replicas' requests, new keys are placed on what every replica reads alike: each 
 itself averages it over seconds. A worker over the mean of those keeps ``1 - (over / (spill_width × mean))²``
 of its new keys, which ones drawn from a hash of key and worker. The curve is flat at the mean, where most
 workers are, so views a little apart or a worker a little over move almost no key; only real overload (a
-straggler, whose requests pile up in its reports, or a worker others load) spills, to the next worker
-clockwise, the same on every replica. Slowness, each replica's own estimate, is left out there. Balance is
+straggler, or a worker others load) spills, to the next worker clockwise, the same on every replica. A
+straggler is marked from the seconds a request takes as the worker reports it, so the replicas mark it alike
+(each one's own timing of answers differs, and would split groups). Balance is
 then the ring's (about 1.05-1.1× the mean with 160 vnodes) instead of the bound's. A replica alone keeps the
 hard bound on its exact counts. One that restarts reads every worker's average from its first probes (a
 ``/ready`` answer carries a report) and places as the others do. Measurements and variants: docs/benchmarks.md.
@@ -124,8 +125,8 @@ class Affinity(Policy):
             return self._place(workers, key, bound)
         agreed = shared and self.config.spill_width > 0  # other replicas place keys on these workers too
         mean = width = 0.0
-        if agreed:  # on the reports alone: a straggler's requests pile up in them (and slowness is each replica's)
-            mean = self.config.load_factor * reported / n
+        if agreed:
+            mean = self.config.load_factor * reported / capacity
             width = max(self.config.spill_width * mean, float(self.config.group_cap), 1.0)
         url = self._placed.get(key)
         if url is not None:
@@ -134,7 +135,8 @@ class Affinity(Policy):
                 if w.url == url:
                     # Room for the rest of a group; with other replicas, also while the worker keeps new keys:
                     # they place on loads averaged over seconds, which leave this replica's counts uneven.
-                    if (w.in_flight + 1 - cap) * w.slowness <= bound or (agreed and w.load - mean < width):
+                    if (w.in_flight + 1 - cap) * w.slowness <= bound or (
+                            agreed and w.load * w.slowness - mean < width):
                         self._placed.move_to_end(key)
                         return w
                     break
@@ -174,7 +176,7 @@ class Affinity(Policy):
         # (A worker that sends no report counts as idle here: every worker of a shared pool should report.)
         first = True
         for w in self._walk(workers, key):
-            over = w.load - mean
+            over = w.load * w.slowness - mean
             if over <= 0 or (over < width and self._keeps(key, w.url, 1.0 - (over / width) ** 2)):
                 return w
             if first:

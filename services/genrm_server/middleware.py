@@ -7,7 +7,16 @@ import time
 from typing import Any
 
 from common.api_keys import KeyRing
-from common.load_report import HEADER, IN_FLIGHT, IN_FLIGHT_AVG, RUNNING, WAITING, TimeAverage, format_report
+from common.load_report import (
+    HEADER,
+    IN_FLIGHT,
+    IN_FLIGHT_AVG,
+    LATENCY_AVG,
+    RUNNING,
+    WAITING,
+    TimeAverage,
+    format_report,
+)
 from trainer_client.protocol import error_body
 
 Scope = dict[str, Any]
@@ -108,8 +117,9 @@ class RequestMetrics:
 
 class LoadReport:
     """Count the requests being served (probes and scrapes aside) and report them, with their average over the
-    last seconds and the engine's running and waiting sequences, on every answer (``common.load_report``): each
-    router replica learns the server's whole load from any answer, not only the share it sent itself."""
+    last seconds, how long they take on average, and the engine's running and waiting sequences, on every answer
+    (``common.load_report``): each router replica learns the server's whole load from any answer, not only the
+    share it sent itself."""
 
     quiet_paths = frozenset({"/health", "/ready", "/metrics"})
     header = HEADER.encode()
@@ -118,19 +128,24 @@ class LoadReport:
         self.app, self.engine = app, engine
         self.in_flight = 0
         self.average = TimeAverage()
+        self.latency = TimeAverage()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         counted = scope["path"] not in self.quiet_paths
+        start = time.monotonic()
         if counted:
             self._count(1)
 
         async def send_with_report(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                engine = self.engine
+                engine, now = self.engine, time.monotonic()
+                if counted:
+                    self.latency.add(now - start, now)
                 report = format_report({IN_FLIGHT: self.in_flight,
-                                        IN_FLIGHT_AVG: round(self.average.add(self.in_flight, time.monotonic()), 2),
+                                        IN_FLIGHT_AVG: round(self.average.add(self.in_flight, now), 2),
+                                        LATENCY_AVG: round(self.latency.value, 4),
                                         RUNNING: engine.num_running, WAITING: engine.num_waiting})
                 message = {**message, "headers": [*message.get("headers", ()), (self.header, report)]}
             await send(message)

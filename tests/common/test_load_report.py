@@ -9,6 +9,7 @@ import pytest
 from common.load_report import (
     IN_FLIGHT,
     IN_FLIGHT_AVG,
+    LATENCY_AVG,
     RUNNING,
     WAITING,
     TimeAverage,
@@ -20,10 +21,11 @@ from common.load_report import (
 
 
 def test_a_report_reads_back_as_written() -> None:
-    value = format_report({IN_FLIGHT: 12, IN_FLIGHT_AVG: 10.25, RUNNING: 8, WAITING: 4})
+    value = format_report({IN_FLIGHT: 12, IN_FLIGHT_AVG: 10.25, LATENCY_AVG: 0.052, RUNNING: 8, WAITING: 4})
     assert value.startswith(b"TEXT named_metrics.")
-    assert parse_report(value) == {IN_FLIGHT: 12.0, IN_FLIGHT_AVG: 10.25, RUNNING: 8.0, WAITING: 4.0}
-    assert header_load(value) == (12.0, 10.25)
+    assert parse_report(value) == {IN_FLIGHT: 12.0, IN_FLIGHT_AVG: 10.25, LATENCY_AVG: 0.052, RUNNING: 8.0,
+                                   WAITING: 4.0}
+    assert header_load(value) == (12.0, 10.25, 0.052)
 
 
 @pytest.mark.parametrize("value", [
@@ -33,7 +35,7 @@ def test_a_report_reads_back_as_written() -> None:
     b"TEXT cpu_utilization=0.3, named_metrics.num_requests_running=3.0, named_metrics.num_requests_waiting=2.0",
 ])
 def test_running_and_waiting_make_the_load_when_no_request_count_is_given(value: bytes) -> None:
-    assert header_load(value) == (5.0, None)
+    assert header_load(value) == (5.0, None, None)
 
 
 @pytest.mark.parametrize("value", [
@@ -48,7 +50,7 @@ def test_what_does_not_say_the_whole_load_gives_none(value: bytes) -> None:
 
 
 def test_the_average_alone_is_kept() -> None:
-    assert header_load(b"TEXT named_metrics.genrm_requests_in_flight_avg=7.5") == (None, 7.5)
+    assert header_load(b"TEXT named_metrics.genrm_requests_in_flight_avg=7.5") == (None, 7.5, None)
 
 
 def test_vllm_gauges_are_summed_over_their_series() -> None:

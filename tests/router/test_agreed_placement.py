@@ -12,7 +12,7 @@ import pytest
 
 from router.policies.affinity import Affinity, AffinityConfig
 from router.request_info import RequestInfo
-from router.workers import MIN_LOAD, Worker
+from router.workers import MIN_LOAD, Worker, WorkerPool
 
 KEYS = [f"g:{i}" for i in range(4000)]
 
@@ -85,14 +85,23 @@ def test_a_worker_a_little_over_the_mean_keeps_almost_all_its_keys() -> None:
     assert 0.55 <= far_kept <= 0.73
 
 
-def test_replicas_agree_whatever_each_thinks_of_a_straggler() -> None:
-    """Slowness is each replica's own estimate: placement among replicas goes by the reports alone, where a
-    straggler shows anyway, its requests piling up."""
-    marked = replica_view([60.0, 60.0, 60.0, 220.0])
-    marked[3].slowness = 25.0
-    unmarked = replica_view([60.0, 60.0, 60.0, 220.0])
-    assert places(marked) == places(unmarked)
-    assert marked[3].url not in places(marked).values()  # 220 is over the mean (100) by more than the band
+def test_a_straggler_is_marked_alike_on_every_replica_from_its_reports() -> None:
+    """Each replica times the answers it gets in its own way; the seconds a request takes as the worker reports it
+    are the same for all, so all mark the straggler alike, and none gives it a new key."""
+    placed = []
+    for local_ms in ((50, 50, 50, 60), (50, 120, 50, 300)):
+        workers = replica_view([40.0, 40.0, 40.0, 12.0])
+        pool = WorkerPool()
+        pool.by_url = {w.url: w for w in workers}
+        for w, ms, reported_s in zip(workers, local_ms, (0.05, 0.05, 0.05, 0.25), strict=True):
+            w.ready = True
+            w.observe_latency(ms / 1000, now=100.0)
+            w.learn_load(None, w.load, reported_s, now=100.0)
+        pool.update_slowness(now=100.0)
+        assert [w.slowness for w in workers] == [1.0, 1.0, 1.0, pytest.approx(25.0)]
+        placed.append(places(workers))
+    assert placed[0] == placed[1]
+    assert workers[3].url not in placed[0].values()
 
 
 def test_a_placed_key_follows_its_worker_while_it_keeps_new_keys() -> None:
@@ -116,16 +125,16 @@ def test_spill_width_zero_is_the_hard_bound_even_when_shared() -> None:
 def test_a_worker_is_shared_until_its_reports_show_this_replica_alone(others: float) -> None:
     w = Worker("http://worker:8000")
     assert not w.shared  # no report yet: the hard bound, as a lone router
-    w.learn_load(0.0, 0.0, now=1.0)
+    w.learn_load(0.0, 0.0, None, now=1.0)
     assert w.shared  # reporting, nothing known yet: place as other replicas would
     w.in_flight = 40
     for t in range(2, 40):  # under load, the reports hold only this replica's requests (and a stray few)
-        w.learn_load(40 + others, 40.0, now=float(t))
+        w.learn_load(40 + others, 40.0, None, now=float(t))
     assert not w.shared and w.load >= MIN_LOAD
-    w.learn_load(0.0, 0.0, now=41.0)  # idle between bursts says nothing
+    w.learn_load(0.0, 0.0, None, now=41.0)  # idle between bursts says nothing
     assert not w.shared
-    w.learn_load(43.0, 2.0, now=41.5)  # nor a stray few requests at the start of the next one
+    w.learn_load(43.0, 2.0, None, now=41.5)  # nor a stray few requests at the start of the next one
     assert not w.shared
     for t in range(42, 50):  # another replica's requests show up, under load
-        w.learn_load(80.0, 80.0, now=float(t))
+        w.learn_load(80.0, 80.0, None, now=float(t))
     assert w.shared and w.others == 40.0

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from common.load_report import HEADER, IN_FLIGHT, IN_FLIGHT_AVG, RUNNING, WAITING, parse_report
+from common.load_report import HEADER, IN_FLIGHT, IN_FLIGHT_AVG, LATENCY_AVG, RUNNING, WAITING, parse_report
 from services.local_stack import Child
 from tests.conftest import wait_for
 
@@ -21,7 +21,7 @@ def test_every_answer_reports_the_requests_in_flight_and_their_average(fapo_serv
     url = fapo_server.url
     idle = report(httpx.get(url + "/ready", timeout=10))
     assert idle[IN_FLIGHT] == 0  # probes are not counted
-    assert {RUNNING, WAITING, IN_FLIGHT_AVG} <= idle.keys()
+    assert {RUNNING, WAITING, IN_FLIGHT_AVG, LATENCY_AVG} <= idle.keys()
     body = {"messages": [{"role": "user", "content": "<<sleep:0.7>><<reply:ok>>"}], "max_tokens": 4}
     with ThreadPoolExecutor(3) as pool:
         calls = [pool.submit(httpx.post, url + "/v1/chat/completions", json=body, timeout=30) for _ in range(3)]
@@ -32,4 +32,5 @@ def test_every_answer_reports_the_requests_in_flight_and_their_average(fapo_serv
     for resp in answers:
         assert resp.status_code == 200, resp.text
         assert 1 <= report(resp)[IN_FLIGHT] <= 3  # an answer's report counts the request it answers
+        assert 0.5 < report(resp)[LATENCY_AVG] < 5  # ... and its seconds (the judge sleeps 0.7 s)
     assert report(httpx.get(url + "/health", timeout=10))[IN_FLIGHT] == 0
