@@ -103,6 +103,7 @@ class Worker:
         self.load_at = now
 
     def forget_load(self) -> None:
+        """The worker stopped reporting: nothing is known of its load any more."""
         self.load = self.others = self.load_at = self.latency_reported = 0.0
         self._load_avg, self._others_avg = TimeAverage(), TimeAverage()
 

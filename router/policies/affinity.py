@@ -19,15 +19,14 @@ nothing. Bounded by their own counts they disagree: each sees its own third of t
 finds a worker just over it and another just under, and a group's members land on two or three workers
 (3 replicas: 73 % of a group together). So while the workers' load reports (``common.load_report``) show other
 replicas' requests, new keys are placed on what every replica reads alike: each worker's load as the worker
-itself averages it over seconds. A worker over the mean of those keeps ``1 - (over / (spill_width × mean))²``
-of its new keys, which ones drawn from a hash of key and worker. The curve is flat at the mean, where most
-workers are, so views a little apart or a worker a little over move almost no key; only real overload (a
-straggler, or a worker others load) spills, to the next worker clockwise, the same on every replica. A
-straggler is marked from the seconds a request takes as the worker reports it, so the replicas mark it alike
-(each one's own timing of answers differs, and would split groups). Balance is
-then the ring's (about 1.05-1.1× the mean with 160 vnodes) instead of the bound's. A replica alone keeps the
-hard bound on its exact counts. One that restarts reads every worker's average from its first probes (a
-``/ready`` answer carries a report) and places as the others do. Measurements and variants: docs/benchmarks.md.
+itself averages it over seconds, weighed by the slowness marked from the seconds a request takes as the worker
+reports them. A worker over the mean of those keeps ``1 - (over / (spill_width × mean))²`` of its new keys,
+which ones drawn from a hash of key and worker. The curve is flat at the mean, where most workers are, so views
+a little apart or a worker a little over move almost no key; only real overload (a straggler, a worker others
+load) spills, to the next worker clockwise, the same on every replica. Balance is then the ring's (about
+1.05-1.1× the mean with 160 vnodes) instead of the bound's. A replica alone keeps the hard bound on its exact
+counts. One that restarts reads every worker's averages from its first probes (a ``/ready`` answer carries a
+report) and places as the others do. Measurements and the variants tried: docs/benchmarks.md.
 """
 
 from __future__ import annotations
