@@ -5,6 +5,8 @@ router, not the worker, is what a benchmark measures. Answers ``/health``, ``/re
 ``/v1/recipes``, ``/stats`` (requests and POSTs so far) and, for any POST, a fixed chat-completion JSON
 after ``--delay-ms`` (service time).
 ``--max-concurrency`` caps requests served at once (a GPU's batch slots); the rest wait their turn.
+Every POST and ``/ready`` answer reports the worker's load as the GenRM server does (an ORCA
+``endpoint-load-metrics`` header, ``common/load_report.py``: POSTs in flight, the answered one included).
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ import argparse
 import asyncio
 import json
 import os
+import sys
+import time
+from pathlib import Path
 
 import httptools
 import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo's common package
+from common.load_report import TimeAverage
 
 _CHAT = json.dumps({
     "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": "mock",
@@ -30,19 +38,44 @@ _GET = {
 }
 
 
-def _response(status: bytes, body: bytes, worker_id: bytes) -> bytes:
-    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nx-worker: " + worker_id
+def _response(status: bytes, body: bytes, worker_id: bytes, extra: bytes = b"") -> bytes:
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nx-worker: " + worker_id + extra
             + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+_AVERAGE = TimeAverage()  # of the POSTs in flight, as the GenRM server keeps it
+_LATENCY = TimeAverage()  # of the seconds a POST takes, likewise
+
+
+def _count(stats: dict[str, int], delta: int) -> None:
+    _AVERAGE.add(stats["in_flight"], time.monotonic())  # the count that held until now
+    stats["in_flight"] += delta
+
+
+def _load_header(stats: dict[str, int], slots: int, started: float | None = None) -> bytes:
+    """The ORCA load report of this moment: POSTs being served, their averages (count, seconds each, the one
+    answered now, started at ``started``, included), and running / waiting."""
+    busy, now = stats["in_flight"], time.monotonic()
+    if started is not None:
+        _LATENCY.add(now - started, now)
+    running = min(busy, slots) if slots else busy
+    return (b"\r\nendpoint-load-metrics: TEXT named_metrics.genrm_requests_in_flight=%d, "
+            b"named_metrics.genrm_requests_in_flight_avg=%.2f, named_metrics.genrm_request_seconds_avg=%.4f, "
+            b"named_metrics.num_requests_running=%d, named_metrics.num_requests_waiting=%d"
+            % (busy, _AVERAGE.add(busy, now), _LATENCY.value, running, busy - running))
+
+
 class _Worker(asyncio.Protocol):
-    def __init__(self, delay: float, slots: asyncio.Semaphore | None, worker_id: bytes, stats: dict[str, int]):
+    def __init__(self, delay: float, slots: asyncio.Semaphore | None, worker_id: bytes, stats: dict[str, int],
+                 max_concurrency: int = 0):
         self.delay, self.slots, self.worker_id, self.stats = delay, slots, worker_id, stats
+        self.max_concurrency = max_concurrency
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
-        self.queue: asyncio.Queue[tuple[bytes, bytes]] | None = None
+        self.queue: asyncio.Queue[float] | None = None  # arrival time of each POST waiting for its answer
         self.task: asyncio.Task | None = None
+        self.pending = 0  # POSTs of this connection not answered yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -62,42 +95,54 @@ class _Worker(asyncio.Protocol):
         self.stats["requests"] += 1
         if method == b"GET":
             body = json.dumps(self.stats).encode() if url == b"/stats" else _GET.get(url)
-            self.transport.write(_response(b"200 OK" if body else b"404 Not Found", body or b"{}", self.worker_id))
+            report = _load_header(self.stats, self.max_concurrency) if url == b"/ready" else b""
+            self.transport.write(_response(b"200 OK" if body else b"404 Not Found", body or b"{}", self.worker_id,
+                                           report))
             return
         self.stats["posts"] += 1
         if self.delay == 0 and self.slots is None:
-            self.transport.write(_response(b"200 OK", _CHAT, self.worker_id))
+            _count(self.stats, 1)
+            self.transport.write(_response(b"200 OK", _CHAT, self.worker_id,
+                                           _load_header(self.stats, 0, time.monotonic())))
+            _count(self.stats, -1)
             return
+        _count(self.stats, 1)
+        self.pending += 1
         # Pipelined requests on one connection are answered in order, each after its own service time.
         if self.queue is None:
             self.queue = asyncio.Queue()
             self.task = asyncio.get_running_loop().create_task(self._serve())
-        self.queue.put_nowait((method, url))
+        self.queue.put_nowait(time.monotonic())
 
     async def _serve(self) -> None:
         while True:
-            await self.queue.get()
+            started = await self.queue.get()
             if self.slots is not None:
                 async with self.slots:
                     await asyncio.sleep(self.delay)
             else:
                 await asyncio.sleep(self.delay)
+            report = _load_header(self.stats, self.max_concurrency, started)
+            _count(self.stats, -1)
+            self.pending -= 1
             if self.transport.is_closing():
                 return
-            self.transport.write(_response(b"200 OK", _CHAT, self.worker_id))
+            self.transport.write(_response(b"200 OK", _CHAT, self.worker_id, report))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.task:
             self.task.cancel()
+        _count(self.stats, -self.pending)  # never answered now
+        self.pending = 0
 
 
 async def serve(host: str, port: int, delay_ms: float, max_concurrency: int) -> None:
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-    stats = {"requests": 0, "posts": 0}
+    stats = {"requests": 0, "posts": 0, "in_flight": 0}
     worker_id = f"{host}:{port}".encode()
-    server = await loop.create_server(lambda: _Worker(delay_ms / 1000, slots, worker_id, stats), host, port,
-                                      backlog=4096, reuse_address=True)
+    server = await loop.create_server(lambda: _Worker(delay_ms / 1000, slots, worker_id, stats, max_concurrency),
+                                      host, port, backlog=4096, reuse_address=True)
     print(f"mock worker on http://{host}:{server.sockets[0].getsockname()[1]} pid {os.getpid()}", flush=True)
     await server.serve_forever()
 

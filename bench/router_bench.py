@@ -12,6 +12,9 @@ Scenarios (--scenarios):
   slow      4 workers, one 5× slower (250 ms vs 50 ms); genrm policies vs an all-fast pool; p99 ratio.
   grpo      aiohttp client, groups of 8 requests sharing a prompt and an affinity key, 4 workers:
             share of each group on its modal worker and load imbalance, per genrm policy.
+  grpo_multi  the same GRPO trace through R = 1, 2, 3 genrm router replicas (--policy affinity), each request
+            to a replica picked at random, over 4 workers at 50 ms and over a pool with one 5× slower;
+            this checkout against --baseline-ref (the router of that commit, exported with git archive).
 
     .venv/bin/python bench/router_bench.py --install-rust-routers     # once: .bench-venv with the Rust routers
     .venv/bin/python bench/router_bench.py --scenarios overhead --duration 5 --reps 3
@@ -77,11 +80,12 @@ class Fleet:
         self.logdir = logdir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, name: str, cmd: Sequence[str], cpus: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(self, name: str, cmd: Sequence[str], cpus: str, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(["taskset", "-c", cpus, *cmd], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **(env or {})}, cwd=cwd)
         log.close()
         proc.log_path = self.logdir / f"{name}.log"  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -456,16 +460,27 @@ class GrpoRun:
     imbalance: float  # busiest worker's request count / mean worker count
     groups: int
     errors: int
+    modal_min_pct: float = 0.0  # the same share for the most split group
+    whole_pct: float = 0.0  # groups entirely on one worker
 
     def __str__(self) -> str:
-        return (f"{self.rps:,.0f} req/s, p99 {self.p99_ms:.1f} ms, modal {self.modal_pct:.1f} %, "
+        return (f"{self.rps:,.0f} req/s, p99 {self.p99_ms:.1f} ms, modal {self.modal_pct:.1f} % "
+                f"(min {self.modal_min_pct:.0f} %, whole {self.whole_pct:.1f} %), "
                 f"busiest/mean {self.imbalance:.2f}, {self.groups} groups, {self.errors} errors")
 
 
-async def grpo_trace(url: str, worker_ids: Sequence[str], duration_s: float, groups_in_flight: int,
-                     group_size: int) -> GrpoRun:
-    """Send GRPO-shaped groups for ``duration_s`` (``groups_in_flight`` at a time); see where each request went."""
+async def grpo_trace(urls: str | Sequence[str], worker_ids: Sequence[str], duration_s: float, groups_in_flight: int,
+                     group_size: int, seed: int = 0) -> GrpoRun:
+    """Send GRPO-shaped groups for ``duration_s`` (``groups_in_flight`` at a time); see where each request went.
+
+    With several ``urls`` (router replicas behind one Service), each request goes to one picked at random.
+    """
+    import random
+
     import aiohttp
+
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    pick = random.Random(seed).choice
 
     groups: list[list[str]] = []
     latencies: list[float] = []
@@ -477,7 +492,7 @@ async def grpo_trace(url: str, worker_ids: Sequence[str], duration_s: float, gro
         body = chat_body(question, f"Response {i}: {FILLER * 8}so the answer is \\boxed{{{i}}}.", group_id=gid)
         t0 = time.perf_counter()
         try:
-            async with session.post(url + CHAT_PATH, json=body, headers={"X-Affinity-Key": gid}) as resp:
+            async with session.post(pick(urls) + CHAT_PATH, json=body, headers={"X-Affinity-Key": gid}) as resp:
                 await resp.read()
                 if resp.status == 200 and "x-worker" in resp.headers:
                     latencies.append(time.perf_counter() - t0)
@@ -505,11 +520,12 @@ async def grpo_trace(url: str, worker_ids: Sequence[str], duration_s: float, gro
     per_worker = collections.Counter(w for g in groups for w in g)
     counts = [per_worker.get(w, 0) for w in worker_ids]
     latencies.sort()
+    modal = [max(collections.Counter(g).values()) / len(g) for g in groups]
     return GrpoRun(
         rps=len(latencies) / elapsed, p50_ms=1000 * latencies[len(latencies) // 2],
         p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        modal_pct=100 * statistics.mean(max(collections.Counter(g).values()) / len(g) for g in groups),
-        imbalance=max(counts) / statistics.mean(counts), groups=len(groups), errors=errors)
+        modal_pct=100 * statistics.mean(modal), imbalance=max(counts) / statistics.mean(counts), groups=len(groups),
+        errors=errors, modal_min_pct=100 * min(modal), whole_pct=100 * sum(m == 1 for m in modal) / len(modal))
 
 
 def scenario_grpo(ctx: Ctx) -> tuple[str, str]:
@@ -537,9 +553,92 @@ def scenario_grpo(ctx: Ctx) -> tuple[str, str]:
                             "p50 ms", "p99 ms", "groups", "errors"], rows)
 
 
+def baseline_tree(ctx: Ctx, ref: str) -> Path:
+    """The source tree of ``ref`` exported under the log dir (git archive: no worktree, nothing checked out)."""
+    dest = ctx.logdir / f"baseline-{ref.replace('/', '_')}"
+    if not dest.exists():
+        dest.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "common", "router", "services",
+                                  "trainer_client"], capture_output=True, check=True, timeout=120).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=120)
+    return dest
+
+
+def start_replicas(fleet: Fleet, ctx: Ctx, code: Path, workers: Sequence[str], count: int,
+                   extra: Sequence[str] = ()) -> list[str]:
+    """``count`` genrm routers (``--policy affinity`` + ``extra``) of the tree ``code`` over ``workers``; their URLs."""
+    urls, procs = [], []
+    body = ctx.body_file.read_bytes()
+    for _ in range(count):
+        port = free_port()
+        cmd = [sys.executable, "-m", "services.cli", "route", "--host", HOST, "--port", str(port),
+               "--workers", ",".join(workers), "--policy", "affinity", "--log-level", "warning", *extra]
+        # In the tree's own directory: ``python -m`` puts the working directory first on the import path.
+        procs.append(fleet.start(f"genrm-{code.name}-{port}", cmd, ctx.args.router_cpu, {"PYTHONPATH": str(code)},
+                                 cwd=code))
+        urls.append(f"http://{HOST}:{port}")
+    for proc, url in zip(procs, urls, strict=True):
+        why = wait_until(proc, lambda u=url: probe(u + "/ready")) or wait_until(
+            proc, lambda u=url: probe(u + CHAT_PATH, body, "x-worker"))
+        if why:
+            raise RuntimeError(f"router {url} of {code} {why}: {log_tail(proc)}")
+    return urls
+
+
+def scenario_grpo_multi(ctx: Ctx) -> tuple[str, str]:
+    """GRPO groups through R router replicas, requests spread at random: this checkout (as it is, and with a hard
+    bound on each replica's own counts: --affinity-spill-width 0) against the router of --baseline-ref."""
+    a = ctx.args
+    variants = {"new": ("this checkout", REPO, ()),
+                "hard": ("this checkout, spill width 0", REPO, ("--affinity-spill-width", "0"))}
+    if a.baseline_ref:
+        variants["baseline"] = (f"baseline {a.baseline_ref}", baseline_tree(ctx, a.baseline_ref), ())
+    codes = {variants[v][0]: variants[v][1:] for v in a.grpo_variants.split(",") if v in variants}
+    counts = [int(r) for r in a.replicas.split(",")]
+    rows = []
+    pools = {"fast": ("4 × 50 ms", [50.0] * 4), "slow": ("one 5× slower", [50.0] * 3 + [250.0])}
+    for pool, delays in (pools[p] for p in a.grpo_pools.split(",")):
+        with Fleet(ctx.logdir) as fleet:
+            # Workers of its own for every router set: replicas learn from the workers' reports whether others
+            # use them, so routers idle between their runs must not watch another set's load there.
+            targets = {}
+            for r in counts:
+                for name, (code, extra) in codes.items():
+                    workers = start_workers(fleet, ctx, delays)
+                    targets[f"{name}, R={r}"] = (start_replicas(fleet, ctx, code, workers, r, extra),
+                                                 [u.removeprefix("http://") for u in workers])
+            print(f"grpo_multi, {pool}: {', '.join(targets)}", file=sys.stderr, flush=True)
+            runs = interleave(ctx, targets, lambda k, s, t=targets: asyncio.run(
+                grpo_trace(*t[k], s, a.groups_in_flight, a.group_size, seed=next(_GROUP_IDS))))
+        for key, rs in runs.items():
+            if not rs:
+                continue
+            name, _, r = key.rpartition(", R=")
+            rows.append([pool, r, name, spread(rs, "modal_pct", 1, " %"), spread(rs, "modal_min_pct", 0, " %"),
+                         spread(rs, "whole_pct", 1, " %"), spread(rs, "imbalance", 2), spread(rs, "rps", 0),
+                         spread(rs, "p50_ms", 0), spread(rs, "p99_ms", 0), str(sum(r.errors for r in rs))])
+    title = (f"GRPO through R router replicas: genrm --policy affinity, {a.groups_in_flight} groups of "
+             f"{a.group_size} in flight (X-Affinity-Key per group), each request to a replica picked at random; "
+             "routers share the router CPU, workers and the aiohttp client the load CPU; "
+             "each cell: median (min–max) over the repetitions")
+    return title, md_table(["workers", "R", "router", "on modal worker (mean)", "modal (most split group)",
+                            "groups whole", "busiest / mean worker", "req/s", "p50 ms", "p99 ms", "errors"], rows)
+
+
+def spread(runs: Sequence[object], attr: str, digits: int, suffix: str = "") -> str:
+    """Median of ``attr`` with its range: "m (lo–hi)"."""
+    values = [getattr(r, attr) for r in runs]
+    med = statistics.median(values)
+    if len(values) < 2:
+        return fmt(med, digits, suffix)
+    return f"{fmt(med, digits, suffix)} ({fmt(min(values), digits)}–{fmt(max(values), digits)})"
+
+
 SCENARIOS: dict[str, Callable[[Ctx], tuple[str, str]]] = {
     "overhead": scenario_overhead, "scaling": scenario_scaling, "slow": scenario_slow, "grpo": scenario_grpo,
+    "grpo_multi": scenario_grpo_multi,
 }
+_NEEDS_WRK = frozenset({"overhead", "scaling", "slow"})
 
 
 # -- environment -------------------------------------------------------------------------------------------
@@ -574,7 +673,8 @@ def machine_line(ctx: Ctx) -> str:
         ours = importlib.metadata.version("genrm-platform")
     except importlib.metadata.PackageNotFoundError:
         ours = "unknown"
-    wrk = subprocess.run([ctx.args.wrk, "-v"], capture_output=True, text=True).stdout.split(" Copyright")[0]
+    wrk = (subprocess.run([ctx.args.wrk, "-v"], capture_output=True, text=True).stdout.split(" Copyright")[0]
+           if shutil.which(ctx.args.wrk) else "wrk not installed")
     rust = rust_versions(ctx.args.rust_venv)
     return (f"machine: nproc {len(os.sched_getaffinity(0))}, {cpu}; router on CPU {ctx.args.router_cpu}, load on CPU "
             f"{ctx.args.load_cpu} · Python {platform.python_version()} · genrm-platform {ours} · sglang-router "
@@ -609,6 +709,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="genrm policies of the grpo scenario; ones the router refuses are skipped.")
     p.add_argument("--groups-in-flight", type=int, default=32, help="grpo: groups sent concurrently.")
     p.add_argument("--group-size", type=int, default=8, help="grpo: requests per group.")
+    p.add_argument("--replicas", default="1,2,3", help="grpo_multi: router replica counts.")
+    p.add_argument("--grpo-variants", default="new,hard,baseline",
+                   help="grpo_multi: routers to compare, of: new (this checkout), hard (this checkout with "
+                        "--affinity-spill-width 0: own counts, a hard bound), baseline (--baseline-ref).")
+    p.add_argument("--grpo-pools", default="fast,slow",
+                   help="grpo_multi: worker pools, of: fast (4 × 50 ms), slow (3 × 50 ms + 1 × 250 ms).")
+    p.add_argument("--baseline-ref", default="37742d4",
+                   help="grpo_multi: git ref whose router runs beside this checkout's ('' = none): by default the "
+                        "last commit whose affinity bounded load by each replica's own in-flight counts.")
     p.add_argument("--rust-venv", type=Path, default=REPO / ".bench-venv",
                    help="Virtualenv holding sglang-router and vllm-router (missing ones are skipped).")
     p.add_argument("--install-rust-routers", action="store_true",
@@ -624,7 +733,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if a.duration < 1 or a.reps < 1:
         p.error("--duration and --reps must be at least 1")
-    if not shutil.which(a.wrk):
+    if _NEEDS_WRK & set(a.scenarios) and not shutil.which(a.wrk):
         p.error(f"wrk not found at {a.wrk} (apt-get install wrk)")
     return a
 

@@ -5,6 +5,10 @@ A worker goes out after ``failure_threshold`` failed probes in a row and comes b
 (``/v1/recipes``) are read again: that is what the model-aware pools route on. A probe that *times
 out* means a hung worker (SIGSTOP, a wedged engine): its unanswered in-flight attempts are handed to
 other workers at once instead of waiting out the request timeout.
+
+Each probe also learns the worker's load (``common.load_report``): from the ``/ready`` answer's load report,
+else, for a vLLM server that sent no report for a round, from its ``vllm:num_requests_*`` gauges (``/metrics``).
+A replica that just started thus knows the load other replicas put on each worker before it places a request.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+from common.load_report import HEADER, header_load, load_from_prometheus
 from router.workers import Worker, WorkerPool
 
 log = logging.getLogger("genrm.router.health")
@@ -34,7 +39,24 @@ class HealthChecker:
     async def _get(self, worker: Worker, path: str) -> tuple[int, object]:
         async with self.client.get(worker.url + path, timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
             body = await resp.json(content_type=None) if resp.status == 200 else None
+            report = resp.headers.get(HEADER) if path == "/ready" else None
+            if report:
+                worker.learn_load(*header_load(report.encode("latin-1")), asyncio.get_running_loop().time())
             return resp.status, body
+
+    async def _read_gauges(self, worker: Worker) -> None:
+        """A vLLM server's load from its gauges, when no report told it for a round (vLLM sends none itself)."""
+        if asyncio.get_running_loop().time() - worker.load_at < self.interval_s / 2:  # its answers said it lately
+            return
+        try:
+            async with self.client.get(worker.url + "/metrics",
+                                       timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+                load = load_from_prometheus(await resp.text()) if resp.status == 200 else None
+        except (asyncio.TimeoutError, aiohttp.ClientError, UnicodeDecodeError) as exc:
+            log.debug("could not read the load gauges of %s: %r", worker.url, exc)
+            load = None
+        if load is not None:
+            worker.learn_load(load, None, None, asyncio.get_running_loop().time())
 
     async def probe(self, worker: Worker) -> bool:
         cause = ""
@@ -55,6 +77,10 @@ class HealthChecker:
             if not worker.ready and (first or worker.probe_successes >= self.success_threshold):
                 await self._learn(worker)
                 self._set(worker, True, "probes pass")
+            if worker.load_gauges:
+                await self._read_gauges(worker)
+            if worker.load_at and asyncio.get_running_loop().time() - worker.load_at > 3 * self.interval_s:
+                worker.forget_load()  # it stopped reporting: an old figure would skew placement for good
         else:
             worker.probe_successes, worker.probe_failures = 0, worker.probe_failures + 1
             if worker.ready and worker.probe_failures >= self.failure_threshold:
@@ -71,7 +97,9 @@ class HealthChecker:
         try:
             status, body = await self._get(worker, "/v1/models")
             if status == 200 and isinstance(body, dict):
-                worker.models = frozenset(m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m)
+                listed = [m for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
+                worker.models = frozenset(m["id"] for m in listed)
+                worker.load_gauges = any(m.get("owned_by") == "vllm" for m in listed)
             status, body = await self._get(worker, "/v1/recipes")
             if status == 200 and isinstance(body, dict):
                 infos = tuple(r for r in body.get("recipes", [])

@@ -27,6 +27,10 @@ class _PoolCollector(Collector):
         workers = self.pool.workers
         gauges = {
             "in_flight": ("Requests in flight per worker.", lambda w: w.in_flight),
+            "others_in_flight": ("Requests the worker reports holding besides this replica's.", lambda w: w.others),
+            "reported_load": ("Requests the worker reports holding, averaged over seconds.", lambda w: w.load),
+            "shared": ("1 while other router replicas send the worker a real share of its requests.",
+                       lambda w: float(w.shared)),
             "ready": ("1 when the worker passes its probes.", lambda w: float(w.ready)),
             "available": ("1 when the worker may take a request now.", lambda w: float(w.available)),
             "draining": ("1 while the worker drains.", lambda w: float(w.draining)),

@@ -14,10 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from common.load_report import TimeAverage
 from router.breaker import CircuitBreaker
 from router.proxy.upstream import ConnectionPool
 
 STATIC, DNS, ADMIN = "static", "dns", "admin"  # where a worker came from
+# Other router replicas use a worker when their requests are this share of its averaged load or more, and no
+# longer when they fall below the second share; only under real load (idle between bursts says nothing).
+SHARED_SHARE, ALONE_SHARE, MIN_LOAD = 0.2, 0.05, 8.0
 ANY_MODEL = "\x00any model"  # what a model request that names none asks for: a worker with some model
 
 
@@ -29,12 +33,18 @@ class Worker:
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     ready: bool = False  # last readiness probe (and liveness) passed
     draining: bool = False  # no new requests; removed once idle
-    in_flight: int = 0
+    in_flight: int = 0  # this replica's requests on the worker
+    load: float = 0.0  # requests the worker reports holding in all, averaged over seconds (common.load_report)
+    load_at: float = 0.0  # monotonic time of its last report
+    others: float = 0.0  # what its last report holds besides this replica's requests (other replicas')
+    shared: bool = False  # other replicas' requests are a real share of its load (SHARED_SHARE)
+    load_gauges: bool = False  # a vLLM server: its load is read from its /metrics gauges when it reports none
     models: frozenset[str] | None = None  # None: the worker did not say (it takes anything)
     recipes: frozenset[str] | None = None
     recipe_infos: tuple[dict, ...] = ()  # its /v1/recipes entries, for the router's merged list
     recipe_default: str | None = None
     latency_ewma_s: float = 0.0
+    latency_reported: float = 0.0  # seconds a request takes as the worker itself reports it (0: it does not)
     latency_at: float = 0.0  # monotonic time of the last latency observation
     slowness: float = 1.0  # > 1 only for a straggler; policies weigh its load by it
     penalty: float = 1.0  # a straggler's full (unfaded) slowness
@@ -48,6 +58,8 @@ class Worker:
     tls: bool = False
     host_header: bytes = b""  # ends the request head of every attempt
     active: set = field(default_factory=set)  # exchanges with an attempt on this worker
+    _load_avg: TimeAverage = field(default_factory=TimeAverage)  # of reports that carry no average of their own
+    _others_avg: TimeAverage = field(default_factory=TimeAverage)
     conns: ConnectionPool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +74,38 @@ class Worker:
     def available(self) -> bool:
         return (self.ready and not self.draining and self.breaker.allows()
                 and (not self.max_in_flight or self.in_flight < self.max_in_flight))
+
+    def learn_load(self, now_load: float | None, average: float | None, latency: float | None, now: float) -> None:
+        """A load report: ``now_load`` requests held now, the worker's own ``average`` of them and of the seconds a
+        request takes (``latency``); None for what it does not say.
+
+        Until the reports show whether other replicas use the worker, assume they do: placing as they would costs
+        a replica alone a little balance, while placing alone among others splits groups."""
+        if latency and latency != self.latency_reported:  # news: every replica marks a straggler alike from it
+            self.latency_reported, self.latency_at = latency, now
+        if not self.load_at:
+            self.shared = True
+        if now_load is not None:
+            self.others = max(0.0, now_load - self.in_flight)
+            others = self._others_avg.add(self.others, now)
+            # Averaged over time, not over reports: replicas hear a worker at different moments and rates and
+            # must come to the same figure (best when the worker averages itself: then they read the same one).
+            self.load = average if average is not None else self._load_avg.add(now_load, now)
+            # A report is a snapshot older than this replica's count (answers it counted may be in already), so
+            # ``others`` is a few requests even with no other replica: only a real share of the load says shared.
+            if self.load >= MIN_LOAD:  # idle or nearly: a stray request or two says nothing either way
+                if others >= SHARED_SHARE * self.load:
+                    self.shared = True
+                elif others < ALONE_SHARE * self.load:
+                    self.shared = False
+        elif average is not None:
+            self.load = average
+        self.load_at = now
+
+    def forget_load(self) -> None:
+        """The worker stopped reporting: nothing is known of its load any more."""
+        self.load = self.others = self.load_at = self.latency_reported = 0.0
+        self._load_avg, self._others_avg = TimeAverage(), TimeAverage()
 
     def observe_latency(self, seconds: float, now: float, alpha: float = 0.2) -> None:
         self.latency_at = now
@@ -80,7 +124,8 @@ class Worker:
     def describe(self) -> dict[str, object]:
         return {
             "url": self.url, "source": self.source, "ready": self.ready, "draining": self.draining,
-            "available": self.available, "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
+            "available": self.available, "in_flight": self.in_flight, "others_in_flight": round(self.others, 1),
+            "reported_load": round(self.load, 2), "shared": self.shared, "max_in_flight": self.max_in_flight,
             "breaker": self.breaker.state, "consecutive_failures": self.breaker.failures,
             "failures": self.failures, "requests": self.requests,
             "latency_ewma_ms": round(self.latency_ewma_s * 1000, 3), "slowness": round(self.slowness, 2),
@@ -158,21 +203,22 @@ class WorkerPool:
 
     def update_slowness(self, now: float, threshold: float = 2.0, decay_s: float = 10.0,
                         min_gap_s: float = 0.025) -> None:
-        """Mark stragglers: a worker whose latency EWMA is over ``threshold`` × the median of its peers'
-        weighs ``ratio²`` in the load-aware policies, so it gets a request only when the others carry
-        that many times more. The mark fades over ``decay_s`` without new observations, so a worker
-        that recovered is tried again rather than shunned for good (Finagle's peak-EWMA idea). Gaps
-        under ``min_gap_s`` never count: 0.5 ms against 0.2 ms is noise, not a straggler.
+        """Mark stragglers: a worker whose latency (its own report, else this replica's EWMA of its answers) is
+        over ``threshold`` × the median of its peers' weighs ``ratio²`` in the load-aware policies, so it gets a
+        request only when the others carry that many times more. The mark fades over ``decay_s`` without new
+        observations, so a worker that recovered is tried again rather than shunned for good (Finagle's peak-EWMA
+        idea). Gaps under ``min_gap_s`` never count: 0.5 ms against 0.2 ms is noise, not a straggler.
         """
-        observed = sorted(w.latency_ewma_s for w in self.by_url.values() if w.latency_ewma_s and w.ready)
+        latency = {w: w.latency_reported or w.latency_ewma_s for w in self.by_url.values()}
+        observed = sorted(x for w, x in latency.items() if x and w.ready)
         if len(observed) < 2:
             for w in self.by_url.values():
                 w.slowness = 1.0
             return
         median = observed[(len(observed) - 1) // 2]  # the lower median: one straggler of two is still found
         for w in self.by_url.values():
-            ratio = w.latency_ewma_s / median if median > 0 else 1.0
-            if ratio <= threshold or w.latency_ewma_s - median < min_gap_s:
+            ratio = latency[w] / median if median > 0 else 1.0
+            if ratio <= threshold or latency[w] - median < min_gap_s:
                 w.slowness = w.penalty = 1.0
                 continue
             w.penalty = ratio * ratio

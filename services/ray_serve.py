@@ -67,10 +67,11 @@ Headers = list[tuple[bytes, bytes]]
 class _Slot:
     """What ``router.policies.affinity`` reads of a worker: a stable identity on the ring and its load."""
 
-    __slots__ = ("in_flight", "replica", "slowness", "url")
+    __slots__ = ("in_flight", "load", "replica", "shared", "slowness", "url")
 
     def __init__(self, replica: RunningReplica, in_flight: int):
         self.replica, self.url, self.in_flight, self.slowness = replica, replica.replica_id.unique_id, in_flight, 1.0
+        self.load, self.shared = float(in_flight), False  # Serve's queue length is the whole load already
 
 
 def rank_replicas(policy: Affinity, candidates: Sequence[RunningReplica], key: str | None,

@@ -1,7 +1,7 @@
 """The policy interface: given the eligible workers and the request, pick one. Nothing else.
 
-Policies see a worker only through :class:`WorkerView` (``url``, ``in_flight``, ``slowness``), as sgl's ``Worker``
-trait and Ray Serve's ``RunningReplica`` do, and the request through the lazily parsed
+Policies see a worker only through :class:`WorkerView` (``url``, ``in_flight``, ``load``, ``shared``, ``slowness``), as
+sgl's ``Worker`` trait and Ray Serve's ``RunningReplica`` do, and the request through the lazily parsed
 :class:`~router.request_info.RequestInfo`. The router passes only available workers, never an empty list, and
 owns all in-flight accounting. A policy with knobs declares them as its own ``Config``; each becomes the router
 setting ``<settings_prefix><field>`` (flag, env var, YAML, Helm value), see ``router/settings.py``.
@@ -22,7 +22,9 @@ class WorkerView(Protocol):
     """What a policy may read of a worker."""
 
     url: str  # a stable identity (the ring and the cache trees key on it)
-    in_flight: int
+    in_flight: int  # this router's requests on it
+    load: float  # requests it reports holding in all (other router replicas' too), averaged over seconds; 0: none
+    shared: bool  # other router replicas send it a real share of its requests
     slowness: float  # > 1 for a straggler: its load weighs this much more
 
 

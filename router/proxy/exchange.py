@@ -23,6 +23,8 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
+from common.load_report import HEADER as LOAD_HEADER
+from common.load_report import header_load
 from router.proxy.upstream import UpstreamConnection
 from router.request_info import REWARD_PATHS
 from router.workers import Worker, WorkerPool
@@ -42,6 +44,8 @@ access = logging.getLogger("genrm.router.access")
 _SKIP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
                    b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect", b"x-genrm-timeout"})
 DEADLINE_HEADER = b"x-genrm-timeout"  # seconds the client will wait, sent by the trainer client
+_LOAD = LOAD_HEADER.encode()
+_LOAD_EVERY_S = 0.01  # a worker's load report is read at most this often: plenty to follow an average of seconds
 
 
 class Exchange:
@@ -194,6 +198,12 @@ class Exchange:
     # -- upstream events (ResponseSink) -------------------------------------------------------
 
     def on_head(self, conn: UpstreamConnection, status: int, headers: list[tuple[bytes, bytes]], raw: bytes) -> None:
+        now, worker = self.loop.time(), self.worker
+        if now - worker.load_at >= _LOAD_EVERY_S:
+            for k, v in headers:  # the worker's load report: what it holds for other replicas too
+                if len(k) == len(_LOAD) and k.lower() == _LOAD:
+                    worker.learn_load(*header_load(v), now)
+                    break
         if status in self.retry_statuses and self._may_retry():
             conn.detach()
             self.conn = None

@@ -20,7 +20,7 @@ from services.genrm_server import openapi as openapi_doc
 from services.genrm_server.engines import Engine, create_engine
 from services.genrm_server.errors import install_error_handlers
 from services.genrm_server.metrics import SandboxMetrics, ServerMetrics
-from services.genrm_server.middleware import ApiKeys, BodySizeLimit, RequestMetrics
+from services.genrm_server.middleware import ApiKeys, BodySizeLimit, LoadReport, RequestMetrics
 from services.genrm_server.model_marker import marker_warning
 from services.genrm_server.reward_service import RewardService
 from services.genrm_server.settings import ServerSettings
@@ -98,4 +98,5 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
     if settings.api_keys:  # outside the body limit: an unauthenticated body is never read
         app.add_middleware(ApiKeys, keys=settings.api_keys)
     app.add_middleware(RequestMetrics, metrics=metrics, routes=ROUTES)
+    app.add_middleware(LoadReport, engine=engine)  # outermost: every answer says how busy the server is
     return app

@@ -1,4 +1,4 @@
-"""ASGI middleware of the GenRM server: API keys, body-size limit and per-route request metrics."""
+"""ASGI middleware of the GenRM server: API keys, body-size limit, per-route request metrics, load reports."""
 
 from __future__ import annotations
 
@@ -7,6 +7,16 @@ import time
 from typing import Any
 
 from common.api_keys import KeyRing
+from common.load_report import (
+    HEADER,
+    IN_FLIGHT,
+    IN_FLIGHT_AVG,
+    LATENCY_AVG,
+    RUNNING,
+    WAITING,
+    TimeAverage,
+    format_report,
+)
 from trainer_client.protocol import error_body
 
 Scope = dict[str, Any]
@@ -103,3 +113,49 @@ class RequestMetrics:
         finally:
             self.metrics.requests.labels(route=route, status=str(status)).inc()
             self.metrics.latency.labels(route=route).observe(time.perf_counter() - start)
+
+
+class LoadReport:
+    """Count the requests being served (probes and scrapes aside) and report them, with their average over the
+    last seconds, how long they take on average, and the engine's running and waiting sequences, on every answer
+    (``common.load_report``): each router replica learns the server's whole load from any answer, not only the
+    share it sent itself."""
+
+    quiet_paths = frozenset({"/health", "/ready", "/metrics"})
+    header = HEADER.encode()
+
+    def __init__(self, app: Any, engine: Any):
+        self.app, self.engine = app, engine
+        self.in_flight = 0
+        self.average = TimeAverage()
+        self.latency = TimeAverage()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        counted = scope["path"] not in self.quiet_paths
+        start = time.monotonic()
+        if counted:
+            self._count(1)
+
+        async def send_with_report(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                engine, now = self.engine, time.monotonic()
+                if counted:
+                    self.latency.add(now - start, now)
+                report = format_report({IN_FLIGHT: self.in_flight,
+                                        IN_FLIGHT_AVG: round(self.average.add(self.in_flight, now), 2),
+                                        LATENCY_AVG: round(self.latency.value, 4),
+                                        RUNNING: engine.num_running, WAITING: engine.num_waiting})
+                message = {**message, "headers": [*message.get("headers", ()), (self.header, report)]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_report)
+        finally:
+            if counted:
+                self._count(-1)
+
+    def _count(self, delta: int) -> None:
+        self.average.add(self.in_flight, time.monotonic())  # the count that held until now
+        self.in_flight += delta
