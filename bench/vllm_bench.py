@@ -139,14 +139,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def through_platform(router: str, samples: list[dict[str, Any]], concurrency: int) -> tuple[list[float], int]:
-    """Latencies of the reward calls, and how many failed (an HTTP error or a judge that was not asked)."""
+async def through_platform(routers: list[str], samples: list[dict[str, Any]], concurrency: int,
+                           seed: int = 0) -> tuple[list[float], int]:
+    """Latencies of the reward calls, and how many failed (an HTTP error or a judge that was not asked). With
+    several router replicas each call goes to one picked at random, as a Service spreads a trainer's calls."""
     limit = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     failed = 0
-    async with AsyncRewardClient(router, recipe="fapo", mode="single", concurrency=concurrency, timeout_s=900,
-                                 on_failure="none", progress=False) as client:
-        async def one(sample: dict[str, Any]) -> None:
+    pick = random.Random(seed)
+    clients = [AsyncRewardClient(r, recipe="fapo", mode="single", concurrency=concurrency, timeout_s=900,
+                                 on_failure="none", progress=False) for r in routers]
+    try:
+        async def one(sample: dict[str, Any], client: AsyncRewardClient) -> None:
             nonlocal failed
             async with limit:
                 t0 = time.perf_counter()
@@ -155,7 +159,10 @@ async def through_platform(router: str, samples: list[dict[str, Any]], concurren
             if result is None or not result.get("judge_asked"):
                 failed += 1
 
-        await asyncio.gather(*(one(s) for s in samples))
+        await asyncio.gather(*(one(s, pick.choice(clients)) for s in samples))
+    finally:
+        for client in clients:
+            await client.aclose()
     return latencies, failed
 
 
@@ -242,13 +249,16 @@ def bench_shapes(args: argparse.Namespace, upstreams: list[str], log_dir: Path) 
                 rows.append(measure("direct", upstreams,
                                     lambda b=batch, j=judge_tokens: direct(upstreams, b, args.concurrency, j)))
                 for policy in args.policies:
-                    router = start_router([s.url for s in servers], policy, log_dir, args.router_args)
+                    routers = [start_router([s.url for s in servers], policy, log_dir, args.router_args)
+                               for _ in range(args.routers)]
                     try:
                         batch = make_batch(shape, args.groups, seed := seed + 1)
-                        rows.append(measure(policy, upstreams,
-                                            lambda b=batch, r=router: through_platform(r.url, b, args.concurrency)))
+                        urls = [r.url for r in routers]
+                        rows.append(measure(policy, upstreams, lambda b=batch, u=urls, k=seed: through_platform(
+                            u, b, args.concurrency, k)))
                     finally:
-                        router.stop()
+                        for router in routers:
+                            router.stop()
             results[shape] = rows
         finally:
             for s in servers:
@@ -258,7 +268,7 @@ def bench_shapes(args: argparse.Namespace, upstreams: list[str], log_dir: Path) 
 
 def start_router(workers: list[str], policy: str, log_dir: Path, extra: str = "") -> Child:
     port = free_port()
-    child = spawn(f"router-{policy}", f"http://127.0.0.1:{port}",
+    child = spawn(f"router-{policy}-{port}", f"http://127.0.0.1:{port}",
                   ["route", "--port", str(port), "--workers", *workers, "--reward-policy", policy,
                    "--log-level", "warning", *extra.split()], log_dir=log_dir)
     wait_ready(child, time.monotonic() + 60)
@@ -279,9 +289,9 @@ def inproc(args: argparse.Namespace, model: Path, log_dir: Path) -> dict[str, An
         print(f"genrm serve --engine vllm ready in {time.perf_counter() - t0:.0f} s", flush=True)
         router = start_router([server.url], "affinity", log_dir)
         try:
-            asyncio.run(through_platform(router.url, make_batch("shared", 2, args.seed), args.concurrency))
+            asyncio.run(through_platform([router.url], make_batch("shared", 2, args.seed), args.concurrency))
             row = measure("inproc-affinity", [server.url], lambda: through_platform(
-                router.url, make_batch("shared", args.groups, args.seed + 1), args.concurrency))
+                [router.url], make_batch("shared", args.groups, args.seed + 1), args.concurrency))
         finally:
             router.stop()
         exposed = sorted(k for k in scrape(server.url) if k.startswith("vllm:"))
@@ -336,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vllm-args", default="--max-num-seqs 64",
                    help="extra flags for every vLLM server [default: --max-num-seqs 64, the most ever in flight]")
     p.add_argument("--router-args", default="", help="extra flags for every router")
+    p.add_argument("--routers", type=int, default=1,
+                   help="router replicas per policy; each call goes to one at random [default: 1]")
     p.add_argument("--start-timeout-s", type=float, default=400)
     p.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     p.add_argument("--policies", nargs="+", choices=POLICIES, default=POLICIES)
