@@ -129,13 +129,3 @@ class DnsJudges:
         text = httpx.get(self.router.url + "/metrics", timeout=5).text
         return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
                    if s.name in (name, name + "_total") and all(s.labels.get(k) == v for k, v in labels.items()))
-
-
-def wait_until(cond: Any, what: str, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        time.sleep(0.02)

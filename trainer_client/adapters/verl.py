@@ -240,6 +240,17 @@ async def _async_entry(settings: Settings) -> _Entry:
 # -- the reward functions -----------------------------------------------------------------------------------------
 
 
+def _sync_entry_with_keys(settings: Settings) -> _Entry:
+    """This process's client for ``settings``, with the recipe's key set known (asked of the server once)."""
+    entry = _sync_entry(settings)
+    if entry.keys is None:
+        try:
+            entry.keys_from(entry.client.recipes())
+        except GenRMError as exc:
+            raise entry.unknown_keys(exc) from exc
+    return entry
+
+
 def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None,
                   **kwargs: Any) -> dict[str, Any]:
     """verl custom reward function (blocking): ``score``, the recipe's keys and ``reward_source``.
@@ -247,12 +258,7 @@ def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_
     Safe in verl's thread pools and inside a running event loop: the client runs on its own loop thread.
     """
     settings = Settings.resolve(kwargs)
-    entry = _sync_entry(settings)
-    if entry.keys is None:
-        try:
-            entry.keys_from(entry.client.recipes())
-        except GenRMError as exc:
-            raise entry.unknown_keys(exc) from exc
+    entry = _sync_entry_with_keys(settings)
     result = entry.client.score(build_sample(data_source, solution_str, ground_truth, extra_info, settings.recipe))
     return _shape(result, entry.keys)
 
@@ -279,12 +285,7 @@ def compute_score_batch(data_sources: Sequence[Any], solution_strs: Sequence[str
     groups that the router spreads over its workers concurrently; the same keys and failure policy as
     :func:`compute_score`, one result per sample in order."""
     settings = Settings.resolve(kwargs)
-    entry = _sync_entry(settings)
-    if entry.keys is None:
-        try:
-            entry.keys_from(entry.client.recipes())
-        except GenRMError as exc:
-            raise entry.unknown_keys(exc) from exc
+    entry = _sync_entry_with_keys(settings)
     infos = extra_infos if extra_infos is not None else [None] * len(solution_strs)
     samples = [build_sample(source, solution, truth, info, settings.recipe)
                for source, solution, truth, info in zip(data_sources, solution_strs, ground_truths, infos, strict=True)]
