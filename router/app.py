@@ -151,7 +151,8 @@ class RouterApp:
         if request.method not in ("GET", "POST", "DELETE", "PUT", "PATCH"):
             return client.send_json(405, error_body(405, f"method {request.method} is not supported"))
         policy, retry = self.core.policy_for(path)
-        info = RequestInfo(path, request.body, request.headers, self.settings.affinity_prefix_chars)
+        info = RequestInfo(path, request.body, request.headers, self.settings.affinity_prefix_chars,
+                           query=request.query)
         if path == "/v1/reward/batch" and request.method == "POST" and self._fan_out(client, request, info):
             return
         exchange = Exchange(self.core, client, request, info, policy, path, retry)

@@ -9,28 +9,31 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from typing import Any
+from urllib.parse import parse_qs
 
 from common.hashing import stable_hash
 from trainer_client.grouping import QUESTION_FIELDS, group_key
 
 REWARD_PATHS = frozenset({"/v1/reward", "/v1/reward/batch", "/get_reward", "/slime/reward"})
+QUERY_RECIPE_PATHS = frozenset({"/get_reward", "/slime/reward"})  # the trainers' routes take ?recipe=NAME
 
 
 _UNSET: Any = object()
 
 
 class RequestInfo:
-    __slots__ = ("__dict__", "body", "headers", "path", "prefix_chars")
+    __slots__ = ("__dict__", "body", "headers", "path", "prefix_chars", "query")
 
     def __init__(self, path: str, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
                  prefix_chars: int = 256, *, json: Any = _UNSET, recipe: str | None = _UNSET,
-                 affinity_text: str | None = None):
+                 affinity_text: str | None = None, query: str = ""):
         """``json``, ``recipe``, ``affinity_text``: values already known (a fanned-out part of a batch, a Ray
         Serve handle call), taken as they are instead of being read from the body."""
         self.path = path
         self.body = body
         self.headers = headers or []  # (lower-case name, value) as parsed; decoded only when asked
         self.prefix_chars = prefix_chars
+        self.query = query
         known = self.__dict__  # where cached_property keeps a computed value
         if json is not _UNSET:
             known["json"] = json
@@ -64,6 +67,9 @@ class RequestInfo:
     @cached_property
     def recipe(self) -> str | None:
         """The recipe asked for; for a batch, the one all its samples share (else None: any worker)."""
+        if self.path in QUERY_RECIPE_PATHS and self.query:
+            named = parse_qs(self.query).get("recipe")
+            return named[-1] if named and named[-1] else None
         body = self.json
         if not isinstance(body, dict) or self.path not in REWARD_PATHS:
             return None

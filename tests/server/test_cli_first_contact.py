@@ -215,3 +215,26 @@ def test_up_help_shows_its_defaults() -> None:
 def test_version() -> None:
     result = _genrm("--version")
     assert result.returncode == 0 and result.stdout.startswith("genrm ") and result.stdout.split()[1][0].isdigit()
+
+
+def test_up_with_sandbox_replicas_serves_code_rewards() -> None:
+    """`genrm up --replicas 0 --sandbox-replicas 1`: a code-only stack (no model loaded), behind one router."""
+    from tests.sandbox.conftest import needs_bwrap
+
+    if needs_bwrap.args and needs_bwrap.args[0]:
+        pytest.skip(needs_bwrap.kwargs["reason"])
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--replicas", "0", "--sandbox-replicas", "1",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = _wait_line(proc, "router ready: ")
+        assert f"http://127.0.0.1:{port} (0 servers + 1 sandbox; started in " in line
+        solution = "```python\nprint(sum(map(int, input().split())))\n```"
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/reward", json={
+            "recipe": "code", "solution": solution, "ground_truth": {"inputs": ["1 2"], "outputs": ["3"]}}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["status"] == "passed", answer.text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -134,6 +134,21 @@ def test_verl_adapter_and_genrm_score_with_the_code_recipe(code_stack: LocalStac
     assert json.loads(out.read_text())["reward"]["status"] == "passed"
 
 
+def test_openrlhf_and_slime_routes_with_the_code_recipe(code_stack: LocalStack) -> None:
+    """The trainers' own protocols name the recipe in the query: the router sends them to the sandbox."""
+    prompt = "<|im_start|>user\nAdd two numbers.<|im_end|>\n<|im_start|>assistant\n"
+    wrong = "```python\nprint(0)\n```"
+    body = {"query": [prompt + ADD + "<|im_end|>", prompt + wrong + "<|im_end|>"], "prompts": [prompt, prompt],
+            "labels": [json.dumps(STDIO), json.dumps(STDIO)]}
+    answer = httpx.post(code_stack.url + "/get_reward?recipe=code", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rewards"] == [1.0, pytest.approx(1 / 3)]
+    assert answer.json()["extra_logs"]["tests_total"] == [3.0, 3.0]
+    slime = httpx.post(code_stack.url + "/slime/reward?recipe=code",
+                       json={"prompt": prompt, "response": ADD, "label": json.dumps(STDIO)}, timeout=60)
+    assert slime.status_code == 200 and slime.json()["score"] == 1.0 and slime.json()["status"] == "passed"
+
+
 def test_verl_sandbox_fusion_client_through_the_router(code_stack: LocalStack) -> None:
     """verl 0.9.1's own client with ``reward.sandbox_fusion.url=http://ROUTER/run_code``, unchanged."""
     pytest.importorskip("verl", reason="verl is not installed")
