@@ -187,6 +187,9 @@ class ConnectionPool:
         if len(self.idle) >= self.max_idle:
             conn.close()
             return
+        # A slow client may have paused its reading (back-pressure) until its last write: an idle connection
+        # must read again, or its next answer would never arrive.
+        conn.resume_reading()
         conn.idle_since = time.monotonic()
         self.idle.append(conn)
 

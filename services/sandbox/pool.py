@@ -95,13 +95,14 @@ class Sandbox:
     # -- SessionFactory -----------------------------------------------------------------------------
 
     def open(self, language: Language, code: str, limits: Limits | None = None, *,
-             files: dict[str, bytes] | None = None) -> BwrapSession:
-        """A session for one program; nothing starts until ``prepare()`` (or the first ``run()``)."""
+             files: dict[str, bytes] | None = None, wait: bool = True) -> BwrapSession:
+        """A session for one program; nothing starts until ``prepare()`` (or the first ``run()``). With
+        ``wait=False`` its ``prepare()`` raises SandboxBusy at once when no worker is free, instead of queueing."""
         if language not in ("python", "cpp"):
             raise UnsupportedLanguage(f"language {language!r} is not supported (python, cpp)")
         if language == "cpp" and self._languages is not None and "cpp" not in self._languages:
             raise UnsupportedLanguage("language 'cpp' is not available: no C++ compiler on this server")
-        return BwrapSession(self, language, code, limits or self.limits, files or {})
+        return BwrapSession(self, language, code, limits or self.limits, files or {}, wait)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -186,8 +187,10 @@ class Sandbox:
             slot.warm = asyncio.get_running_loop().create_task(self._start(slot, self.limits.files_bytes))
             slot.warm.add_done_callback(_consume_error)
 
-    async def _acquire(self) -> _Slot:
+    async def _acquire(self, wait: bool = True) -> _Slot:
         if self._free.empty():
+            if not wait:  # a session that would rather not wait (spread.py's extra sandboxes): no queueing
+                raise SandboxBusy(self.retry_after_s)
             if self.stats.queued >= self.queue_size:
                 self.stats.busy += 1
                 raise SandboxBusy(self.retry_after_s)
@@ -241,8 +244,10 @@ class BwrapSession:
     parallel. Also an async context manager (``async with sandbox.open(...) as session``).
     """
 
-    def __init__(self, pool: Sandbox, language: Language, code: str, limits: Limits, files: dict[str, bytes]):
+    def __init__(self, pool: Sandbox, language: Language, code: str, limits: Limits, files: dict[str, bytes],
+                 wait: bool = True):
         self.language = language
+        self.wait = wait
         self.code = code
         self.limits = limits
         self.files = files
@@ -273,7 +278,7 @@ class BwrapSession:
         if self._closed:
             raise SandboxFailure("the session is closed")
         if self._slot is None:
-            self._slot = await self._pool._acquire()
+            self._slot = await self._pool._acquire(self.wait)
         try:
             self._compile = await self._setup(await self._pool._runner(self._slot, self.limits.files_bytes))
         except BaseException:

@@ -25,7 +25,7 @@ class Spread:
         return getattr(self.sandbox, name)
 
     def open(self, language: Language, code: str, limits: Limits | None = None, **options: Any) -> Session:
-        if language != "python" or options:
+        if language != "python" or options:  # files, or a session that must not queue: the sandbox's own
             return self.sandbox.open(language, code, limits, **options)
         return SpreadSession(self, code, limits or Limits())
 
@@ -44,8 +44,8 @@ class SpreadSession:
         self.idle: asyncio.Queue[Any] = asyncio.Queue()
         self.opening = 0
 
-    async def _new(self) -> tuple[Any, RawRun | None]:
-        session = self.owner.sandbox.open("python", self.code, self.limits)
+    async def _new(self, wait: bool = True) -> tuple[Any, RawRun | None]:
+        session = self.owner.sandbox.open("python", self.code, self.limits, wait=wait)
         self.sessions.append(session)
         return session, await session.prepare()
 
@@ -65,8 +65,8 @@ class SpreadSession:
     async def _acquire(self) -> Any:
         if self.idle.empty() and len(self.sessions) + self.opening < self.owner.max_width and self.owner.spare():
             self.opening += 1
-            try:
-                session, failed = await self._new()
+            try:  # never wait for another worker while holding one: two samples doing so would deadlock
+                session, failed = await self._new(wait=False)
                 if failed is None:
                     return session
             except SandboxBusy:  # the spare worker was taken meanwhile: wait for one of ours

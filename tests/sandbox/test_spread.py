@@ -54,3 +54,15 @@ async def test_cpp_keeps_one_session_compiled_once(make_sandbox) -> None:
         assert not hasattr(session, "sessions")  # the sandbox's own session: one compile per sample
     finally:
         await session.aclose()
+
+
+async def test_two_samples_spreading_at_once_never_deadlock(make_sandbox) -> None:
+    """Two samples that each hold a worker never wait for the other's: the extra sandboxes are taken only when
+    free at once (a sample waiting for a second worker while holding one would deadlock with its twin)."""
+    sandbox: Sandbox = make_sandbox(workers=2)
+    await sandbox.check()
+    spread = Spread(sandbox)
+    for _ in range(5):
+        walls = await asyncio.wait_for(asyncio.gather(_four_naps(spread, 0.2), _four_naps(spread, 0.2)), 30)
+        assert all(width <= 2 for _, width in walls)
+    assert sandbox.stats.sessions == 0 and sandbox.stats.queued == 0

@@ -85,7 +85,8 @@ async def anything(path: str, request: Request) -> Response:
     if isinstance(body, dict) and body.get("stream"):
         return StreamingResponse(_stream(int(body.get("chunks", 5)), float(body.get("interval_s", 0.1))),
                                  media_type="text/event-stream")
-    return JSONResponse({"worker": PORT, "path": "/" + path, "body": body})
+    pad = int(body.get("pad_bytes", 0)) if isinstance(body, dict) else 0  # a large answer, as /run_code's can be
+    return JSONResponse({"worker": PORT, "path": "/" + path, "body": body, "pad": "x" * pad})
 
 
 def _groups(body: Any) -> list:
