@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import deque
 from typing import TYPE_CHECKING
 
+from common.api_keys import key_id
+from router.fair_queue import FairQueue, Tenant
 from router.metrics import RouterMetrics
 from router.policies import Policy, create_policy
 from router.request_info import REWARD_PATHS, RequestInfo
@@ -44,10 +45,12 @@ class RouterCore:
             self.policies[name] = create_policy(name, settings)
         self.default_policy = self.policies[settings.policy]
         self.reward_policy = self.policies[settings.reward_policy]
-        self.queue: deque[Exchange] = deque()
+        ids = [key_id(k) for k in (*settings.admin_api_keys, *settings.api_keys)]
+        self.queue = FairQueue(ids, settings.key_weights, settings.queue_size, fair=settings.fair_share)
         self.watched: set[Exchange] = set()  # attempts out, checked by the sweeper
         self._sweeper: asyncio.Task | None = None
-        self.metrics = RouterMetrics(self.pool, lambda: self.policies, lambda: len(self.queue))
+        self.metrics = RouterMetrics(self.pool, lambda: self.policies, lambda: len(self.queue),
+                                     lambda: self.queue.tenants.values())
         self.log_access = access.isEnabledFor(logging.INFO)
         self._served_version = -1
         self._homogeneous = True
@@ -144,44 +147,43 @@ class RouterCore:
     # -- the queue ----------------------------------------------------------------------------
 
     def enqueue(self, exchange: Exchange) -> bool:
-        if len(self.queue) >= self.settings.queue_size:
+        """Wait for a slot (router/fair_queue.py says who goes first); False when the queue has no room."""
+        again = bool(exchange.queued_until)  # woken but no worker after all: back to its place
+        admitted, pushed_out = self.queue.push(exchange, front=again)
+        if not admitted:
             return False
-        if not exchange.queued_until:  # first time: its wait starts now; a re-queue keeps its place
+        if pushed_out is not None:
+            pushed_out.push_out()
+        if not again:  # first time: its wait starts now
             exchange.queued_until = self.loop.time() + self.settings.queue_timeout_s
             if exchange.timer is not None:
                 exchange.timer.cancel()
             at = exchange.queued_until if exchange.deadline is None else min(exchange.queued_until, exchange.deadline)
             exchange.timer = self.loop.call_at(at, exchange._on_timer)
-            self.queue.append(exchange)
-        else:
-            self.queue.appendleft(exchange)
         return True
 
     def dequeue(self, exchange: Exchange) -> bool:
-        try:
-            self.queue.remove(exchange)
-        except ValueError:
+        if not self.queue.remove(exchange):
             return False
         exchange.queued_until = 0.0
         return True
 
-    def wake(self, scan: int = 64) -> None:
-        """A slot may have freed: the oldest waiter that some worker can take now goes.
+    def _can_go(self, exchange: Exchange) -> bool:
+        try:
+            return bool(self.candidates(exchange.info, exchange.tried))
+        except LookupError:
+            return True  # its attempt will answer the 404
+
+    def wake(self) -> None:
+        """A slot may have freed: the waiter the fair queue puts first among those some worker can take now goes.
 
         Not just the head: a request waiting for a busy model pool must not block one behind it whose
         pool has room. The scan is bounded so a long blocked queue costs little per freed slot.
         """
-        for i, exchange in enumerate(self.queue):
-            if i >= scan:
-                return
-            try:
-                ok = bool(self.candidates(exchange.info, exchange.tried))
-            except LookupError:
-                ok = True  # its attempt will answer the 404
-            if ok:
-                del self.queue[i]
+        if self.queue:
+            exchange = self.queue.pop(self._can_go)
+            if exchange is not None:
                 exchange.wake()
-                return
 
     def wake_all(self) -> None:
         for _ in range(len(self.queue)):
@@ -189,6 +191,11 @@ class RouterCore:
             self.wake()
             if len(self.queue) >= before:  # nobody could go
                 return
+
+    def reject(self, tenant: Tenant, reason: str) -> None:
+        """Count a request the router answered itself with an error (all keys, and its key)."""
+        self.metrics.rejected.labels(reason=reason).inc()
+        tenant.rejected[reason] += 1
 
     # -- timeouts -----------------------------------------------------------------------------
 
@@ -220,6 +227,8 @@ class RouterCore:
         self.metrics.ejections.labels(worker=worker.url, cause="breaker").inc()
 
     def record(self, exchange: Exchange, status: int) -> None:
+        if exchange.forwarding:  # a worker's answer went out (a 499 or the router's own error did not)
+            exchange.tenant.served += 1
         path = exchange.request.path
         route = path if path in ROUTES else "other"
         self.metrics.observe(route, status, exchange.last_url, self.loop.time() - exchange.started)
