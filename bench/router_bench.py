@@ -12,6 +12,9 @@ Scenarios (--scenarios):
   slow      4 workers, one 5× slower (250 ms vs 50 ms); genrm policies vs an all-fast pool; p99 ratio.
   grpo      aiohttp client, groups of 8 requests sharing a prompt and an affinity key, 4 workers:
             share of each group on its modal worker and load imbalance, per genrm policy.
+  fairshare 4 workers at 50 ms behind --max-in-flight-per-worker 8, two API keys: a light client (8 in flight)
+            alone, then beside a heavy client sending 4,096-request bursts (bench/load_client.py); its p99
+            ratio and the heavy client's throughput, with fair share on and off (FIFO).
 
     .venv/bin/python bench/router_bench.py --install-rust-routers     # once: .bench-venv with the Rust routers
     .venv/bin/python bench/router_bench.py --scenarios overhead --duration 5 --reps 3
@@ -136,9 +139,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def probe(url: str, body: bytes | None = None, header: str | None = None, timeout: float = 2.0) -> str:
+def probe(url: str, body: bytes | None = None, header: str | None = None, timeout: float = 2.0,
+          key: str | None = None) -> str:
     """GET (or POST ``body``) ``url``: "" when it answers 200 (with ``header`` when given), else why not."""
-    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+    req = urllib.request.Request(url, data=body, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             resp.read()
@@ -214,11 +219,12 @@ def start_workers(fleet: Fleet, ctx: Ctx, delays_ms: Sequence[float], max_concur
     return urls
 
 
-def router_command(ctx: Ctx, system: str, port: int, workers: Sequence[str], policy: str) -> tuple[list[str], dict]:
-    """Command line and extra env of one router (``system``: genrm, sglang or vllm)."""
+def router_command(ctx: Ctx, system: str, port: int, workers: Sequence[str], policy: str,
+                   extra: Sequence[str] = ()) -> tuple[list[str], dict]:
+    """Command line and extra env of one router (``system``: genrm, sglang or vllm; ``extra``: genrm flags)."""
     if system == "genrm":
         return [ctx.genrm, "route", "--host", HOST, "--port", str(port), "--workers", ",".join(workers),
-                "--policy", policy, "--log-level", "warning"], {}
+                "--policy", policy, "--log-level", "warning", *extra], {}
     offline = {"HF_HUB_OFFLINE": "1"}
     metrics = ["--prometheus-host", HOST, "--prometheus-port", str(free_port())]  # the default 29000 collides
     if system == "sglang":
@@ -239,15 +245,17 @@ class Target:
     proc: subprocess.Popen | None = None
 
 
-def start_router(fleet: Fleet, ctx: Ctx, system: str, workers: Sequence[str], policy: str) -> Target | None:
-    """Start a router and wait until a real POST comes back from a worker; None (noted) when it fails to start."""
+def start_router(fleet: Fleet, ctx: Ctx, system: str, workers: Sequence[str], policy: str,
+                 extra: Sequence[str] = (), key: str | None = None) -> Target | None:
+    """Start a router and wait until a real POST comes back from a worker; None (noted) when it fails to start.
+    ``extra``: more genrm flags; ``key``: the API key of that first POST."""
     port = free_port()
-    cmd, env = router_command(ctx, system, port, workers, policy)
+    cmd, env = router_command(ctx, system, port, workers, policy, extra)
     proc = fleet.start(f"{system}-{policy}-{port}", cmd, ctx.args.router_cpu, env)
     url = f"http://{HOST}:{port}"
     body = ctx.body_file.read_bytes()
     why = wait_until(proc, lambda: probe(url + "/ready")) if system == "genrm" else ""
-    why = why or wait_until(proc, lambda: probe(url + CHAT_PATH, body, "x-worker"))
+    why = why or wait_until(proc, lambda: probe(url + CHAT_PATH, body, "x-worker", key=key))
     if why:
         note(f"{system} --policy {policy} {why}; log: {log_tail(proc) or '(empty)'}; skipped")
         kill(proc)
@@ -308,14 +316,16 @@ def run_wrk(ctx: Ctx, target: Target, connections: int, duration_s: int, affinit
 T = TypeVar("T")
 
 
-def interleave(ctx: Ctx, keys: Sequence[str], measure: Callable[[str, int], T]) -> dict[str, list[T]]:
-    """``measure(key, seconds)`` for every key: --warmup once (discarded), then --reps times in a rotating order."""
+def interleave(ctx: Ctx, keys: Sequence[str], measure: Callable[[str, int], T],
+               seconds: int | None = None) -> dict[str, list[T]]:
+    """``measure(key, seconds)`` for every key: --warmup once (discarded), then --reps times in a rotating order
+    (``seconds``: each measured run's, instead of --duration)."""
     a, keys = ctx.args, list(keys)
     runs: dict[str, list[T]] = {k: [] for k in keys}
     for rep in range(-1 if a.warmup else 0, a.reps):
         for key in keys[rep % len(keys):] + keys[:rep % len(keys)] if keys else []:
             try:
-                result = measure(key, a.warmup if rep < 0 else a.duration)
+                result = measure(key, a.warmup if rep < 0 else seconds or a.duration)
             except Exception as e:  # one failed run must not lose the others
                 note(f"{key}, {'warmup' if rep < 0 else f'repetition {rep + 1}'}: {e}")
                 continue
@@ -537,8 +547,139 @@ def scenario_grpo(ctx: Ctx) -> tuple[str, str]:
                             "p50 ms", "p99 ms", "groups", "errors"], rows)
 
 
+WRK_SCENARIOS = {"overhead", "scaling", "slow"}  # the others bring their own clients
+FAIR_KEYS = {"heavy": "bench-heavy-trainer-key", "light": "bench-light-trainer-key"}
+
+
+@dataclass
+class FairRun:
+    alone_p50_ms: float
+    alone_p99_ms: float
+    p50_ms: float  # the light client's, beside the heavy one
+    p99_ms: float
+    ratio: float  # p99 beside the heavy client / p99 alone
+    light_rps: float
+    heavy_rps: float
+    heavy_share: float  # % of the capacity the light client leaves that the heavy client got
+    peak_queue: int
+    errors: int
+
+    def __str__(self) -> str:
+        return (f"light p99 {self.alone_p99_ms:.1f} ms alone, {self.p99_ms:.1f} ms beside heavy ({self.ratio:.2f}×); "
+                f"light {self.light_rps:,.0f} req/s, heavy {self.heavy_rps:,.0f} req/s ({self.heavy_share:.0f} % of "
+                f"what light leaves), queue up to {self.peak_queue}, {self.errors} errors")
+
+
+def load_client(ctx: Ctx, url: str, key: str, shape: str, n: int, seconds: float) -> list[str]:
+    return ["taskset", "-c", ctx.args.load_cpu, sys.executable, str(BENCH / "load_client.py"), "--url",
+            url + CHAT_PATH, "--body-file", str(ctx.body_file), "--key", key, f"--{shape}", str(n),
+            "--duration", str(seconds)]
+
+
+def run_light(ctx: Ctx, url: str, seconds: float) -> dict:
+    out = subprocess.run(load_client(ctx, url, FAIR_KEYS["light"], "in-flight", ctx.args.fair_light, seconds),
+                         capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode != 0 or not out.stdout.strip():
+        raise RuntimeError(f"light client failed (rc {out.returncode}): {out.stderr.strip()[-300:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["requests"]:
+        raise RuntimeError(f"light client got no answer ({result['errors']} errors)")
+    return result
+
+
+def router_state(url: str) -> tuple[dict[str, float], int]:
+    """(served requests per key id, queue depth) from the router's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    req = urllib.request.Request(url + "/metrics", headers={"authorization": f"Bearer {FAIR_KEYS['heavy']}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    served, depth = {}, 0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "genrm_router_key_served_total":
+                served[sample.labels["key"]] = sample.value
+            elif sample.name == "genrm_router_queue_depth":
+                depth = int(sample.value)
+    return served, depth
+
+
+def fair_measure(ctx: Ctx, target: Target, seconds: int) -> FairRun:
+    """The light client alone, then beside the heavy client's bursts (throughput read from per-key metrics)."""
+    from common.api_keys import key_id
+
+    a = ctx.args
+    heavy_id, light_id = key_id(FAIR_KEYS["heavy"]), key_id(FAIR_KEYS["light"])
+    alone = run_light(ctx, target.url, seconds / 2)
+    heavy = subprocess.Popen(load_client(ctx, target.url, FAIR_KEYS["heavy"], "burst", a.fair_burst, seconds + 120),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while router_state(target.url)[1] < a.fair_burst // 4:  # saturated: the heavy burst waits at the router
+            if heavy.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the heavy client's burst never queued (client rc {heavy.poll()})")
+            time.sleep(0.1)
+        served0, _ = router_state(target.url)
+        t0 = time.monotonic()
+        light = run_light(ctx, target.url, seconds)
+        served1, peak = router_state(target.url)
+        elapsed = time.monotonic() - t0
+    finally:
+        kill(heavy)
+    deadline = time.monotonic() + 60
+    while router_state(target.url)[1] and time.monotonic() < deadline:  # the abandoned burst leaves the queue
+        time.sleep(0.1)
+    capacity = a.fair_workers * a.fair_cap / 0.05
+    heavy_rps = (served1.get(heavy_id, 0) - served0.get(heavy_id, 0)) / elapsed
+    light_rps = (served1.get(light_id, 0) - served0.get(light_id, 0)) / elapsed
+    return FairRun(alone["p50_ms"], alone["p99_ms"], light["p50_ms"], light["p99_ms"],
+                   light["p99_ms"] / alone["p99_ms"], light_rps, heavy_rps,
+                   100 * heavy_rps / max(capacity - light_rps, 1e-9), peak, alone["errors"] + light["errors"])
+
+
+def scenario_fairshare(ctx: Ctx) -> tuple[str, str]:
+    """A light client (closed loop) alone and beside a heavy client's bursts: fair share vs FIFO at the router."""
+    a = ctx.args
+    keys = ",".join(FAIR_KEYS.values())
+    common = ["--max-in-flight-per-worker", str(a.fair_cap), "--api-keys", keys, "--queue-size",
+              str(2 * a.fair_burst), "--queue-timeout-s", "300"]
+    with Fleet(ctx.logdir) as fleet:
+        workers = start_workers(fleet, ctx, [50.0] * a.fair_workers)
+        targets: dict[str, Target] = {}
+        for name, flags in (("fair share", ["--fair-share"]), ("FIFO (--no-fair-share)", ["--no-fair-share"])):
+            t = start_router(fleet, ctx, "genrm", workers, "least_outstanding", [*common, *flags], FAIR_KEYS["light"])
+            if t:
+                targets[name] = t
+        print(f"fairshare: {', '.join(targets)}", file=sys.stderr, flush=True)
+        runs = interleave(ctx, targets, lambda k, s: fair_measure(ctx, targets[k], s), seconds=a.fair_seconds)
+    rows = []
+    for name, rs in runs.items():
+        if not rs:
+            continue
+
+        def spread(attr: str, digits: int = 1, suffix: str = "", rs: list[FairRun] = rs) -> str:
+            values = [getattr(r, attr) for r in rs]
+            low, high = fmt(min(values), digits), fmt(max(values), digits)
+            return f"{fmt(statistics.median(values), digits, suffix)} ({low}–{high})"
+
+        rows.append([name, spread("alone_p50_ms"), spread("alone_p99_ms"), spread("p50_ms"), spread("p99_ms"),
+                     spread("ratio", 2, "×"), spread("light_rps", 0), spread("heavy_rps", 0),
+                     spread("heavy_share", 0, " %"), fmt(median(rs, "peak_queue"), 0), str(sum(r.errors for r in rs))])
+    capacity = a.fair_workers * a.fair_cap / 0.05
+    title = (f"fair share: genrm, {a.fair_workers} workers at 50 ms behind --max-in-flight-per-worker {a.fair_cap} "
+             f"({capacity:,.0f} req/s at most); light client: {a.fair_light} in flight, closed loop, "
+             f"{a.fair_seconds / 2:g} s alone then {a.fair_seconds} s beside a heavy client sending "
+             f"{a.fair_burst:,}-request bursts (the next when all are answered); two API keys of weight 1; "
+             "median (min–max) of the repetitions; goal: p99 ratio ≤ 1.5 and the heavy client gets what the light "
+             "one leaves")
+    return title, md_table(["router", "light p50 ms alone", "light p99 ms alone", "light p50 ms beside heavy",
+                            "light p99 ms beside heavy", "p99 beside / alone", "light req/s", "heavy req/s",
+                            "heavy share of what light leaves", "queue depth", "light errors"], rows)
+
+
 SCENARIOS: dict[str, Callable[[Ctx], tuple[str, str]]] = {
     "overhead": scenario_overhead, "scaling": scenario_scaling, "slow": scenario_slow, "grpo": scenario_grpo,
+    "fairshare": scenario_fairshare,
 }
 
 
@@ -567,19 +708,21 @@ def rust_versions(venv: Path) -> dict[str, str]:
     return versions
 
 
-def machine_line(ctx: Ctx) -> str:
+def machine_line(ctx: Ctx, scenario: str = "") -> str:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor() or "unknown CPU")
     try:
         ours = importlib.metadata.version("genrm-platform")
     except importlib.metadata.PackageNotFoundError:
         ours = "unknown"
-    wrk = subprocess.run([ctx.args.wrk, "-v"], capture_output=True, text=True).stdout.split(" Copyright")[0]
+    wrk = (subprocess.run([ctx.args.wrk, "-v"], capture_output=True, text=True).stdout.split(" Copyright")[0]
+           if shutil.which(ctx.args.wrk) else "no wrk")
     rust = rust_versions(ctx.args.rust_venv)
     return (f"machine: nproc {len(os.sched_getaffinity(0))}, {cpu}; router on CPU {ctx.args.router_cpu}, load on CPU "
             f"{ctx.args.load_cpu} · Python {platform.python_version()} · genrm-platform {ours} · sglang-router "
             f"{rust['sglang-router']} · vllm-router {rust['vllm-router']} · {wrk.strip()} · "
-            f"{ctx.args.duration} s per run, median of {ctx.args.reps}")
+            f"{ctx.args.fair_seconds if scenario == 'fairshare' else ctx.args.duration} s per run, median of "
+            f"{ctx.args.reps}")
 
 
 def find_rust(venv: Path) -> tuple[Path | None, Path | None]:
@@ -609,6 +752,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="genrm policies of the grpo scenario; ones the router refuses are skipped.")
     p.add_argument("--groups-in-flight", type=int, default=32, help="grpo: groups sent concurrently.")
     p.add_argument("--group-size", type=int, default=8, help="grpo: requests per group.")
+    p.add_argument("--fair-workers", type=int, default=4, help="fairshare: mock workers at 50 ms.")
+    p.add_argument("--fair-cap", type=int, default=8, help="fairshare: --max-in-flight-per-worker.")
+    p.add_argument("--fair-light", type=int, default=8, help="fairshare: the light client's requests in flight.")
+    p.add_argument("--fair-burst", type=int, default=4096, help="fairshare: the heavy client's burst size.")
+    p.add_argument("--fair-seconds", type=int, default=20,
+                   help="fairshare: seconds of each light run beside the heavy client (alone: half).")
     p.add_argument("--rust-venv", type=Path, default=REPO / ".bench-venv",
                    help="Virtualenv holding sglang-router and vllm-router (missing ones are skipped).")
     p.add_argument("--install-rust-routers", action="store_true",
@@ -624,7 +773,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if a.duration < 1 or a.reps < 1:
         p.error("--duration and --reps must be at least 1")
-    if not shutil.which(a.wrk):
+    if set(a.scenarios) & WRK_SCENARIOS and not shutil.which(a.wrk):
         p.error(f"wrk not found at {a.wrk} (apt-get install wrk)")
     return a
 
@@ -644,14 +793,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     genrm = Path(sys.executable).with_name("genrm")  # the venv running this script, else PATH
     ctx = Ctx(a, logdir, body_file, str(genrm) if genrm.exists() else shutil.which("genrm") or "genrm",
               *find_rust(a.rust_venv))
-    header = machine_line(ctx)
     with contextlib.suppress(OSError, ValueError):
         os.sched_setaffinity(0, {int(c) for c in a.load_cpu.split(",")})  # keep this script off the router's CPU
     try:
         for name in a.scenarios:
             NOTES.clear()
             title, table = SCENARIOS[name](ctx)
-            print(f"\n### {title}\n\n{header}\n\n{table}\n", flush=True)
+            print(f"\n### {title}\n\n{machine_line(ctx, name)}\n\n{table}\n", flush=True)
             for text in dict.fromkeys(NOTES):
                 print(f"- note: {text}")
             sys.stdout.flush()

@@ -174,16 +174,34 @@ class RouterCore:
         except LookupError:
             return True  # its attempt will answer the 404
 
-    def wake(self) -> None:
-        """A slot may have freed: the waiter the fair queue puts first among those some worker can take now goes.
+    def wake(self, freed_by: Tenant | None = None) -> None:
+        """A slot may have freed: the waiter the fair queue puts first among those some worker can take now goes,
+        unless the slot is kept a moment for the next request of the key that freed it (``fair_share_hold_s``).
 
         Not just the head: a request waiting for a busy model pool must not block one behind it whose
         pool has room. The scan is bounded so a long blocked queue costs little per freed slot.
         """
-        if self.queue:
-            exchange = self.queue.pop(self._can_go)
-            if exchange is not None:
-                exchange.wake()
+        if not self.queue:
+            return
+        if freed_by is not None and self.settings.fair_share_hold_s and self.queue.should_hold(freed_by):
+            self.queue.hold(freed_by)
+            self.loop.call_later(self.settings.fair_share_hold_s, self._hold_over, freed_by)
+            return
+        exchange = self.queue.pop(self._can_go)
+        if exchange is not None:
+            exchange.wake()
+
+    def _hold_over(self, tenant: Tenant) -> None:
+        if self.queue.release_hold(tenant):  # not claimed by its next request in time: a waiter gets it
+            self.wake()
+
+    def may_take(self, tenant: Tenant, workers: list[Worker]) -> bool:
+        """May a request of ``tenant`` take one of these free slots? Not one kept for another key's next request.
+        Called only while slots are kept (``queue.held``); a request of the key they are kept for claims one."""
+        if self.queue.release_hold(tenant):
+            return True
+        free = sum(w.max_in_flight - w.in_flight for w in workers) if self.settings.max_in_flight_per_worker else 1
+        return free > self.queue.held
 
     def wake_all(self) -> None:
         for _ in range(len(self.queue)):

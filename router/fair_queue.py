@@ -6,8 +6,9 @@ backlogged one whose tenant holds the fewest slots per unit of weight (``in_flig
 that uses less than its share is served at the next free slot however long a heavy client's backlog is, and
 the heavy client gets every slot the others leave. Ties (e.g. one slot, freed and empty for all) go to the lane
 with the lowest *pass* (stride scheduling: a lane's pass grows by ``1 / weight`` per request served from it), so
-with few slots the served counts follow the weights too. With fair share off every request waits in one lane
-(FIFO), as before.
+with few slots the served counts follow the weights too. A slot freed by a tenant below the others' share, with
+nothing of its own waiting, is kept for its next request for ``fair_share_hold_s`` (``should_hold``). With fair
+share off every request waits in one lane (FIFO), as before.
 
 The queue bound keeps its meaning (``queue_size`` waiting in all); when it is full, a newcomer whose lane holds
 less than the longest lane (per unit of weight) pushes out that lane's newest request (longest queue drop), so
@@ -30,11 +31,12 @@ ANONYMOUS = "anonymous"  # the tenant of requests without an API key
 class Tenant:
     """One API key's (or the anonymous requests') share and counts; ``name`` is a key id, never a key."""
 
-    __slots__ = ("in_flight", "lane", "name", "queued", "rejected", "served", "weight")
+    __slots__ = ("held", "in_flight", "lane", "name", "queued", "rejected", "served", "weight")
 
     def __init__(self, name: str, weight: float, lane: Lane):
         self.name, self.weight, self.lane = name, weight, lane
         self.in_flight = 0  # worker slots its requests hold (the exchanges count them)
+        self.held = 0  # freed slots kept for its next request a moment (see FairQueue.should_hold)
         self.queued = 0
         self.served = 0  # answered by a worker
         self.rejected: Counter[str] = Counter()  # answered by the router with an error, by reason
@@ -56,7 +58,12 @@ class Lane:
 
     def rank(self) -> tuple[float, float]:
         tenant = self.tenant
-        return (tenant.in_flight / tenant.weight if tenant is not None else 0.0), self.pass_
+        return (share(tenant) if tenant is not None else 0.0), self.pass_
+
+
+def share(tenant: Tenant) -> float:
+    """Worker slots a tenant holds (or has kept) per unit of weight: the fewer, the sooner it is served."""
+    return (tenant.in_flight + tenant.held) / tenant.weight
 
 
 class FairQueue:
@@ -75,6 +82,7 @@ class FairQueue:
         self.anonymous = self.tenants[ANONYMOUS]
         self._backlogged: list[Lane] = []  # lanes with someone waiting, in the order they became so
         self._size = 0
+        self.held = 0  # freed slots kept for tenants' next requests, all tenants
         self._vtime = 0.0  # the pass of the lane served last: a lane that starts waiting starts there
 
     def __len__(self) -> int:
@@ -135,6 +143,31 @@ class FairQueue:
             self._backlogged.remove(lane)
 
     # -- serving --------------------------------------------------------------------------------
+
+    def should_hold(self, tenant: Tenant) -> bool:
+        """Keep the slot ``tenant``'s request just freed for its next request, rather than give it to a waiter?
+
+        Yes when it has nothing waiting yet but would be served first if it had: a closed-loop client (a trainer
+        with N calls out) sends its next call a moment after an answer, and without the hold that moment hands
+        its slot to a heavy backlog; the next free slot may then be a whole service time away (slots that
+        started together free together). The caller gives the slot to the queue when the hold runs out.
+        """
+        if not self.fair or tenant.queued or not self._backlogged:
+            return False
+        mine = share(tenant)
+        return all(mine < share(lane.tenant) for lane in self._backlogged)  # type: ignore[arg-type]
+
+    def hold(self, tenant: Tenant) -> None:
+        tenant.held += 1
+        self.held += 1
+
+    def release_hold(self, tenant: Tenant) -> bool:
+        """One of ``tenant``'s kept slots is used or given up; False when it had none (already given up)."""
+        if not tenant.held:
+            return False
+        tenant.held -= 1
+        self.held -= 1
+        return True
 
     def pop(self, can_go: Callable[[Exchange], bool], scan: int = 64) -> Exchange | None:
         """The next request to give a freed slot to: from the best-ranked lane, its oldest that ``can_go``

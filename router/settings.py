@@ -63,6 +63,10 @@ class _RouterSettings(ComponentSettings):
         True, description="When every worker slot is taken (max_in_flight_per_worker), serve the waiting requests "
         "in weighted fair order per API key instead of in arrival order (FIFO)."
     )
+    fair_share_hold_s: float = Field(
+        0.01, ge=0, le=1, description="Fair share: a slot freed by a key below its share, with nothing of its own "
+        "waiting, is kept this long for that key's next request (a trainer's next call) before a waiter gets it."
+    )
     key_weights: Annotated[dict[str, float], NoDecode] = Field(
         default_factory=dict, description="Fair-share weights by key id (key- + the first 8 hex digits of the "
         "key's SHA-256, or anonymous), e.g. key-1a2b3c4d=2,anonymous=0.5; a key not named weighs 1 (env: "

@@ -149,8 +149,8 @@ class Exchange:
             workers = core.candidates(self.info, self.tried)
         except LookupError as exc:  # model/recipe served by no worker
             return self._answer_error(404, str(exc), param="model" if self.info.model else "recipe")
-        if not workers:
-            return self._no_worker()
+        if not workers or (core.queue.held and not core.may_take(self.tenant, workers)):
+            return self._no_worker()  # (free slots all kept for other keys' next requests: wait in the queue)
         if self.preferred is not None and self.preferred in workers:
             worker, self.preferred = self.preferred, None
         else:
@@ -420,7 +420,7 @@ class Exchange:
             worker.failures += 1
             if worker.breaker.on_failure():
                 self.core.on_ejected(worker)
-        self.core.wake()
+        self.core.wake(self.tenant)
 
     def _answer_error(self, status: int, message: str, param: str | None = None,
                       retry_after: int | None = None) -> None:

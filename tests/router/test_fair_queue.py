@@ -92,3 +92,24 @@ def test_fifo_full_queue_refuses_the_newcomer():
     q = FairQueue(["heavy", "light"], {}, limit=2, fair=False)
     fill(q, "heavy", 2)
     assert q.push(Waiter(q.tenant("light"), "light-0")) == (False, None)
+
+
+def test_a_freed_slot_is_kept_only_for_a_key_below_the_waiting_keys_share():
+    q = FairQueue(["heavy", "light"], {}, limit=100)
+    heavy, light = q.tenant("heavy"), q.tenant("light")
+    assert not q.should_hold(light)  # nobody waits: nothing to keep the slot from
+    fill(q, "heavy", 10)
+    heavy.in_flight, light.in_flight = 24, 7
+    assert q.should_hold(light)  # 7 < 24 and nothing of its own waiting: its next call gets the slot
+    for _ in range(17):
+        q.hold(light)
+    assert light.held == 17 and q.held == 17
+    assert not q.should_hold(light)  # 7 + 17 kept = the heavy key's 24: no more than its share
+    assert q.release_hold(light) and light.held == 16 and q.held == 16
+    fill(q, "light", 1)
+    assert not q.should_hold(light)  # it has a request waiting: that one takes the slot through the queue
+    assert not q.release_hold(heavy)  # nothing kept for it
+    fifo = FairQueue(["heavy", "light"], {}, limit=100, fair=False)
+    fill(fifo, "heavy", 10)
+    fifo.tenant("heavy").in_flight = 24
+    assert not fifo.should_hold(fifo.tenant("light"))  # FIFO keeps nothing for anyone
