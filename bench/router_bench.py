@@ -793,13 +793,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     genrm = Path(sys.executable).with_name("genrm")  # the venv running this script, else PATH
     ctx = Ctx(a, logdir, body_file, str(genrm) if genrm.exists() else shutil.which("genrm") or "genrm",
               *find_rust(a.rust_venv))
+    headers = {name: machine_line(ctx, name) for name in a.scenarios}  # before the pinning below: nproc is all CPUs
     with contextlib.suppress(OSError, ValueError):
         os.sched_setaffinity(0, {int(c) for c in a.load_cpu.split(",")})  # keep this script off the router's CPU
     try:
         for name in a.scenarios:
             NOTES.clear()
             title, table = SCENARIOS[name](ctx)
-            print(f"\n### {title}\n\n{machine_line(ctx, name)}\n\n{table}\n", flush=True)
+            print(f"\n### {title}\n\n{headers[name]}\n\n{table}\n", flush=True)
             for text in dict.fromkeys(NOTES):
                 print(f"- note: {text}")
             sys.stdout.flush()

@@ -47,6 +47,9 @@ class RouterCore:
         self.reward_policy = self.policies[settings.reward_policy]
         ids = [key_id(k) for k in (*settings.admin_api_keys, *settings.api_keys)]
         self.queue = FairQueue(ids, settings.key_weights, settings.queue_size, fair=settings.fair_share)
+        # Slots are kept for a key's next request only where slots run out (a cap) and keys share fairly.
+        self._hold_s = settings.fair_share_hold_s if settings.max_in_flight_per_worker and settings.fair_share else 0
+        self._capacity, self._capacity_version = 0, -1
         self.watched: set[Exchange] = set()  # attempts out, checked by the sweeper
         self._sweeper: asyncio.Task | None = None
         self.metrics = RouterMetrics(self.pool, lambda: self.policies, lambda: len(self.queue),
@@ -181,18 +184,26 @@ class RouterCore:
         Not just the head: a request waiting for a busy model pool must not block one behind it whose
         pool has room. The scan is bounded so a long blocked queue costs little per freed slot.
         """
-        if not self.queue:
-            return
-        if freed_by is not None and self.settings.fair_share_hold_s and self.queue.should_hold(freed_by):
+        if freed_by is not None and self._hold_s and self.queue.should_hold(freed_by, self.capacity()):
             self.queue.hold(freed_by)
-            self.loop.call_later(self.settings.fair_share_hold_s, self._hold_over, freed_by)
+            self.loop.call_later(self._hold_s, self._hold_over, freed_by)
+            return
+        if not self.queue:
             return
         exchange = self.queue.pop(self._can_go)
         if exchange is not None:
             exchange.wake()
 
+    def capacity(self) -> int:
+        """Worker slots in all: the cap × the workers ready and not draining."""
+        if self.pool.version != self._capacity_version:
+            self._capacity = self.settings.max_in_flight_per_worker * sum(
+                1 for w in self.pool.by_url.values() if w.ready and not w.draining)
+            self._capacity_version = self.pool.version
+        return self._capacity
+
     def _hold_over(self, tenant: Tenant) -> None:
-        if self.queue.release_hold(tenant):  # not claimed by its next request in time: a waiter gets it
+        if self.queue.release_hold(tenant):  # not claimed by its next request in time: a waiter (if any) gets it
             self.wake()
 
     def may_take(self, tenant: Tenant, workers: list[Worker]) -> bool:
@@ -200,8 +211,7 @@ class RouterCore:
         Called only while slots are kept (``queue.held``); a request of the key they are kept for claims one."""
         if self.queue.release_hold(tenant):
             return True
-        free = sum(w.max_in_flight - w.in_flight for w in workers) if self.settings.max_in_flight_per_worker else 1
-        return free > self.queue.held
+        return sum(w.max_in_flight - w.in_flight for w in workers) > self.queue.held
 
     def wake_all(self) -> None:
         for _ in range(len(self.queue)):

@@ -144,18 +144,23 @@ class FairQueue:
 
     # -- serving --------------------------------------------------------------------------------
 
-    def should_hold(self, tenant: Tenant) -> bool:
-        """Keep the slot ``tenant``'s request just freed for its next request, rather than give it to a waiter?
+    def should_hold(self, tenant: Tenant, capacity: int) -> bool:
+        """Keep the slot ``tenant``'s request just freed for its next request, rather than let another key have it?
 
-        Yes when it has nothing waiting yet but would be served first if it had: a closed-loop client (a trainer
-        with N calls out) sends its next call a moment after an answer, and without the hold that moment hands
-        its slot to a heavy backlog; the next free slot may then be a whole service time away (slots that
-        started together free together). The caller gives the slot to the queue when the hold runs out.
+        Yes when it has nothing waiting and holds fewer slots (per unit of weight) than every key waiting, or,
+        with nobody waiting, fewer than its weighted share of the ``capacity`` (slots in all) among the keys at
+        work: a closed-loop client (a trainer with N calls out) sends its next call a moment after an answer, and
+        without the hold that moment hands its slot to a heavy backlog, or to the next heavy burst; the next free
+        slot may then be a whole service time away (slots that started together free together). The caller gives
+        the slot back when the hold runs out.
         """
-        if not self.fair or tenant.queued or not self._backlogged:
+        if not self.fair or tenant.queued or len(self.tenants) == 1:
             return False
-        mine = share(tenant)
-        return all(mine < share(lane.tenant) for lane in self._backlogged)  # type: ignore[arg-type]
+        if self._backlogged:
+            mine = share(tenant)
+            return all(mine < share(lane.tenant) for lane in self._backlogged)  # type: ignore[arg-type]
+        weights = sum(o.weight for o in self.tenants.values() if o is not tenant and (o.in_flight or o.held))
+        return bool(weights) and tenant.in_flight + tenant.held < capacity * tenant.weight / (tenant.weight + weights)
 
     def hold(self, tenant: Tenant) -> None:
         tenant.held += 1

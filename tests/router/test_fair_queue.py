@@ -97,19 +97,23 @@ def test_fifo_full_queue_refuses_the_newcomer():
 def test_a_freed_slot_is_kept_only_for_a_key_below_the_waiting_keys_share():
     q = FairQueue(["heavy", "light"], {}, limit=100)
     heavy, light = q.tenant("heavy"), q.tenant("light")
-    assert not q.should_hold(light)  # nobody waits: nothing to keep the slot from
+    assert not q.should_hold(light, 32)  # no other key at work: nothing to keep the slot from
+    heavy.in_flight = 20
+    assert q.should_hold(light, 32)  # nobody waits, but a heavy key is at work and 0 < half of 32
+    light.in_flight = 16
+    assert not q.should_hold(light, 32)  # its half already
     fill(q, "heavy", 10)
     heavy.in_flight, light.in_flight = 24, 7
-    assert q.should_hold(light)  # 7 < 24 and nothing of its own waiting: its next call gets the slot
+    assert q.should_hold(light, 32)  # 7 < 24 and nothing of its own waiting: its next call gets the slot
     for _ in range(17):
         q.hold(light)
     assert light.held == 17 and q.held == 17
-    assert not q.should_hold(light)  # 7 + 17 kept = the heavy key's 24: no more than its share
+    assert not q.should_hold(light, 32)  # 7 + 17 kept = the heavy key's 24: no more than its share
     assert q.release_hold(light) and light.held == 16 and q.held == 16
     fill(q, "light", 1)
-    assert not q.should_hold(light)  # it has a request waiting: that one takes the slot through the queue
+    assert not q.should_hold(light, 32)  # it has a request waiting: that one takes the slot through the queue
     assert not q.release_hold(heavy)  # nothing kept for it
     fifo = FairQueue(["heavy", "light"], {}, limit=100, fair=False)
     fill(fifo, "heavy", 10)
     fifo.tenant("heavy").in_flight = 24
-    assert not fifo.should_hold(fifo.tenant("light"))  # FIFO keeps nothing for anyone
+    assert not fifo.should_hold(fifo.tenant("light"), 32)  # FIFO keeps nothing for anyone
