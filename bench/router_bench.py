@@ -615,7 +615,7 @@ def fair_measure(ctx: Ctx, target: Target, seconds: int) -> FairRun:
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while router_state(target.url)[1] < a.fair_burst // 4:  # saturated: the heavy burst waits at the router
+        while router_state(target.url)[1] < min(a.fair_burst // 4, 32):  # saturated: the heavy burst waits
             if heavy.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the heavy client's burst never queued (client rc {heavy.poll()})")
             time.sleep(0.1)

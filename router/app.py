@@ -92,7 +92,8 @@ class RouterApp:
             await asyncio.sleep(min(5.0, limit / 2))
             now = self.core.loop.time()
             for conn in list(self.connections):
-                if conn.active is None and now - conn.idle_since > limit and conn.transport is not None:
+                if (conn.active is None and not conn.parked and now - conn.idle_since > limit
+                        and conn.transport is not None):
                     conn.transport.close()
 
     async def stop(self) -> None:

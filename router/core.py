@@ -15,6 +15,7 @@ from common.api_keys import key_id
 from router.fair_queue import FairQueue, Tenant
 from router.metrics import RouterMetrics
 from router.policies import Policy, create_policy
+from router.proxy.downstream import ClientConnection
 from router.request_info import REWARD_PATHS, RequestInfo
 from router.settings import RouterSettings
 from router.workers import ANY_MODEL, STATIC, Worker, WorkerPool
@@ -46,7 +47,8 @@ class RouterCore:
         self.default_policy = self.policies[settings.policy]
         self.reward_policy = self.policies[settings.reward_policy]
         ids = [key_id(k) for k in (*settings.admin_api_keys, *settings.api_keys)]
-        self.queue = FairQueue(ids, settings.key_weights, settings.queue_size, fair=settings.fair_share)
+        self.queue = FairQueue(ids, settings.key_weights, settings.queue_size, fair=settings.fair_share,
+                               on_left=self._unpark)
         # Slots are kept for a key's next request only where slots run out (a cap) and keys share fairly.
         self._hold_s = settings.fair_share_hold_s if settings.max_in_flight_per_worker and settings.fair_share else 0
         self._capacity, self._capacity_version = 0, -1
@@ -225,6 +227,33 @@ class RouterCore:
         self.metrics.rejected.labels(reason=reason).inc()
         tenant.rejected[reason] += 1
 
+    # -- reading a key's requests no faster than they are served ------------------------------
+
+    def _read_ahead(self) -> int:
+        """Requests of one key parsed and waiting, past which its connections are read no further."""
+        return max(64, 2 * self.capacity())
+
+    def _park(self, tenant: Tenant, client: object) -> None:
+        """Read this idle keep-alive connection's next request later, when the key's backlog has shrunk: a burst
+        of thousands then waits in the socket buffers and costs the router a read per request served, not one
+        long stall that every other key's answers wait behind."""
+        if isinstance(client, ClientConnection) and not client.closed and client.active is None:
+            client.transport.pause_reading()
+            client.parked = True
+            tenant.parked.append(client)
+
+    def _unpark(self, tenant: Tenant, count: int = 1) -> None:
+        """One of the key's waiters left the queue: read ``count`` more of its connections (the sweeper reads up
+        to the read-ahead every tick: a connection read again may have had nothing to say, and the key's other
+        requests must not then wait for a waiter to leave)."""
+        limit = self._read_ahead()
+        while tenant.parked and count > 0 and tenant.queued < limit:
+            client = tenant.parked.popleft()
+            client.parked = False
+            if not client.closed:
+                client.transport.resume_reading()
+                count -= 1
+
     # -- timeouts -----------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -240,6 +269,9 @@ class RouterCore:
             await asyncio.sleep(tick_s)
             now = self.loop.time()
             self.pool.update_slowness(now)
+            for tenant in self.queue.tenants.values():
+                if tenant.parked:
+                    self._unpark(tenant, self._read_ahead() - tenant.queued)
             for exchange in list(self.watched):
                 try:
                     exchange.check(now)
@@ -257,6 +289,8 @@ class RouterCore:
     def record(self, exchange: Exchange, status: int) -> None:
         if exchange.forwarding:  # a worker's answer went out (a 499 or the router's own error did not)
             exchange.tenant.served += 1
+        if exchange.tenant.queued and self.queue.fair and exchange.tenant.queued >= self._read_ahead():
+            self._park(exchange.tenant, exchange.client)
         path = exchange.request.path
         route = path if path in ROUTES else "other"
         self.metrics.observe(route, status, exchange.last_url, self.loop.time() - exchange.started)

@@ -7,8 +7,11 @@ that uses less than its share is served at the next free slot however long a hea
 the heavy client gets every slot the others leave. Ties (e.g. one slot, freed and empty for all) go to the lane
 with the lowest *pass* (stride scheduling: a lane's pass grows by ``1 / weight`` per request served from it), so
 with few slots the served counts follow the weights too. A slot freed by a tenant below the others' share, with
-nothing of its own waiting, is kept for its next request for ``fair_share_hold_s`` (``should_hold``). With fair
-share off every request waits in one lane (FIFO), as before.
+nothing of its own waiting, is kept for its next request for ``fair_share_hold_s`` (``should_hold``). A key
+whose backlog is long has its client connections read no further (the core *parks* them) until it shrinks: a
+4,096-request burst then waits in the kernel's socket buffers and is read as it is served, instead of stalling
+the router for the time it takes to read it all at once. With fair share off every request waits in one lane
+(FIFO), as before.
 
 The queue bound keeps its meaning (``queue_size`` waiting in all); when it is full, a newcomer whose lane holds
 less than the longest lane (per unit of weight) pushes out that lane's newest request (longest queue drop), so
@@ -18,9 +21,9 @@ O(lanes waiting) per freed slot (lanes are bounded by the configured keys).
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from router.proxy.exchange import Exchange
@@ -31,12 +34,13 @@ ANONYMOUS = "anonymous"  # the tenant of requests without an API key
 class Tenant:
     """One API key's (or the anonymous requests') share and counts; ``name`` is a key id, never a key."""
 
-    __slots__ = ("held", "in_flight", "lane", "name", "queued", "rejected", "served", "weight")
+    __slots__ = ("held", "in_flight", "lane", "name", "parked", "queued", "rejected", "served", "weight")
 
     def __init__(self, name: str, weight: float, lane: Lane):
         self.name, self.weight, self.lane = name, weight, lane
         self.in_flight = 0  # worker slots its requests hold (the exchanges count them)
         self.held = 0  # freed slots kept for its next request a moment (see FairQueue.should_hold)
+        self.parked: deque[Any] = deque()  # its client connections not read while its backlog is long (core.py)
         self.queued = 0
         self.served = 0  # answered by a worker
         self.rejected: Counter[str] = Counter()  # answered by the router with an error, by reason
@@ -69,8 +73,9 @@ def share(tenant: Tenant) -> float:
 class FairQueue:
     """Waiting requests by tenant; ``pop`` picks the next one to get a freed slot (see the module doc)."""
 
-    def __init__(self, names: Iterable[str], weights: dict[str, float], limit: int, fair: bool = True):
-        self.limit, self.fair = limit, fair
+    def __init__(self, names: Iterable[str], weights: dict[str, float], limit: int, fair: bool = True,
+                 on_left: Callable[[Tenant], None] | None = None):
+        self.limit, self.fair, self.on_left = limit, fair, on_left  # on_left: one of a tenant's waiters left
         shared = None if fair else Lane()
         self.tenants: dict[str, Tenant] = {}
         for name in dict.fromkeys([ANONYMOUS, *names]):
@@ -141,6 +146,8 @@ class FairQueue:
         self._size -= 1
         if not lane.waiting:
             self._backlogged.remove(lane)
+        if self.on_left is not None:
+            self.on_left(exchange.tenant)
 
     # -- serving --------------------------------------------------------------------------------
 

@@ -69,11 +69,14 @@ class _TenantCollector(Collector):
             "in_flight": ("Requests of the key at a worker (the worker slots it holds).", "in_flight"),
             "queued": ("Requests of the key waiting for a free worker slot.", "queued"),
             "weight": ("The key's fair-share weight (key_weights).", "weight"),
+            "parked_connections": ("Connections of the key not read for now: its backlog is long, their next "
+                                   "requests wait in the socket buffers.", "parked"),
         }
         for name, (doc, attr) in gauges.items():
             g = GaugeMetricFamily(f"genrm_router_key_{name}", doc, labels=["key"])
             for t in tenants:
-                g.add_metric([t.name], getattr(t, attr))
+                value = getattr(t, attr)
+                g.add_metric([t.name], len(value) if attr == "parked" else value)
             yield g
         served = CounterMetricFamily("genrm_router_key_served", "Requests of the key answered by a worker.",
                                      labels=["key"])

@@ -237,3 +237,36 @@ def test_rate_limits_still_apply_per_key_and_count_under_the_key(procs):
     assert key_value(m, "genrm_router_key_served_total", HEAVY_ID) == 1
     # Keys without a cap: nothing waits at the router, so fair share has nothing to order; the log says so.
     assert "needs --max-in-flight-per-worker" in router.log_tail(50)
+
+
+# -- a long backlog is read as it is served ---------------------------------------------------------
+
+
+def test_a_long_backlog_waits_in_the_socket_buffers_and_loses_nothing(procs):
+    """A key with 64 or more waiting (the read-ahead: max(64, 2 × slots)) has the connections it was answered on
+    read no further until fewer wait: a second burst on the same connections is read as it is served."""
+    worker = procs.echo("parked", delay_s=0.01)
+    router = procs.router([worker], "--max-in-flight-per-worker", "2", "--api-keys", f"{HEAVY},{LIGHT}",
+                          "--queue-timeout-s", "60")
+    n = 300
+    heavy = Burst(router.url + CHAT_PATH, [body(f"heavy-{i}") for i in range(n)], bearer(HEAVY), rounds=2)
+    most_parked = most_queued_first = most_queued_second = 0
+    while heavy.done() < 2 * n:
+        m = key_metrics(router)
+        waiting = key_value(m, "genrm_router_key_queued", HEAVY_ID)
+        if heavy.done() < n:
+            most_queued_first = max(most_queued_first, waiting)
+        else:
+            most_queued_second = max(most_queued_second, waiting)
+        most_parked = max(most_parked, key_value(m, "genrm_router_key_parked_connections", HEAVY_ID))
+        time.sleep(0.02)
+    outcomes = heavy.result()
+    assert [o.status for o in outcomes] == [200] * 2 * n
+    assert most_queued_first >= 250, most_queued_first  # new connections: the whole first burst is read at once
+    assert most_parked >= 150, most_parked  # answered while 64 or more waited: not read again until fewer did
+    # Read at once: the connections never parked or unparked while the first burst's last 64 were served (the
+    # read-ahead again); the rest as it is served.
+    assert most_queued_second <= 180, most_queued_second
+    m = key_metrics(router)
+    assert key_value(m, "genrm_router_key_parked_connections", HEAVY_ID) == 0
+    assert key_value(m, "genrm_router_key_served_total", HEAVY_ID) == 2 * n

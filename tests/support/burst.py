@@ -22,19 +22,23 @@ class Outcome:
 
 
 class Burst:
-    """POST ``bodies`` to ``url`` all at once (one connection each), in a thread; ``result()`` waits for all."""
+    """POST ``bodies`` to ``url`` all at once (one keep-alive connection each), in a thread, ``rounds`` times (the
+    next when all are answered, on the same connections); ``result()`` waits for all."""
 
     def __init__(self, url: str, bodies: Sequence[dict], headers: dict[str, str] | None = None,
-                 timeout_s: float = 60.0):
+                 timeout_s: float = 60.0, rounds: int = 1):
         self.url, self.bodies, self.headers, self.timeout_s = url, list(bodies), headers or {}, timeout_s
+        self.rounds = rounds
         self.outcomes: list[Outcome] = []
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self._thread.start()
 
     async def _run(self) -> None:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
         async with httpx.AsyncClient(limits=limits, timeout=self.timeout_s, headers=self.headers) as client:
-            await asyncio.gather(*(self._one(client, i, body) for i, body in enumerate(self.bodies)))
+            for r in range(self.rounds):
+                n = len(self.bodies)
+                await asyncio.gather(*(self._one(client, r * n + i, body) for i, body in enumerate(self.bodies)))
 
     async def _one(self, client: httpx.AsyncClient, index: int, body: dict) -> None:
         t0 = time.monotonic()
@@ -51,5 +55,5 @@ class Burst:
 
     def result(self, timeout_s: float = 120.0) -> list[Outcome]:
         self._thread.join(timeout_s)
-        assert not self._thread.is_alive(), f"the burst of {len(self.bodies)} did not end in {timeout_s}s"
+        assert not self._thread.is_alive(), f"{self.rounds} bursts of {len(self.bodies)} did not end in {timeout_s}s"
         return sorted(self.outcomes, key=lambda o: o.index)
