@@ -561,13 +561,13 @@ class FairRun:
     light_rps: float
     heavy_rps: float
     heavy_share: float  # % of the capacity the light client leaves that the heavy client got
-    peak_queue: int
+    end_queue: int
     errors: int
 
     def __str__(self) -> str:
         return (f"light p99 {self.alone_p99_ms:.1f} ms alone, {self.p99_ms:.1f} ms beside heavy ({self.ratio:.2f}×); "
                 f"light {self.light_rps:,.0f} req/s, heavy {self.heavy_rps:,.0f} req/s ({self.heavy_share:.0f} % of "
-                f"what light leaves), queue up to {self.peak_queue}, {self.errors} errors")
+                f"what light leaves), queue at the end {self.end_queue}, {self.errors} errors")
 
 
 def load_client(ctx: Ctx, url: str, key: str, shape: str, n: int, seconds: float) -> list[str]:
@@ -664,7 +664,7 @@ def scenario_fairshare(ctx: Ctx) -> tuple[str, str]:
 
         rows.append([name, spread("alone_p50_ms"), spread("alone_p99_ms"), spread("p50_ms"), spread("p99_ms"),
                      spread("ratio", 2, "×"), spread("light_rps", 0), spread("heavy_rps", 0),
-                     spread("heavy_share", 0, " %"), fmt(median(rs, "peak_queue"), 0), str(sum(r.errors for r in rs))])
+                     spread("heavy_share", 0, " %"), fmt(median(rs, "end_queue"), 0), str(sum(r.errors for r in rs))])
     capacity = a.fair_workers * a.fair_cap / 0.05
     title = (f"fair share: genrm, {a.fair_workers} workers at 50 ms behind --max-in-flight-per-worker {a.fair_cap} "
              f"({capacity:,.0f} req/s at most); light client: {a.fair_light} in flight, closed loop, "
@@ -674,7 +674,7 @@ def scenario_fairshare(ctx: Ctx) -> tuple[str, str]:
              "one leaves")
     return title, md_table(["router", "light p50 ms alone", "light p99 ms alone", "light p50 ms beside heavy",
                             "light p99 ms beside heavy", "p99 beside / alone", "light req/s", "heavy req/s",
-                            "heavy share of what light leaves", "queue depth", "light errors"], rows)
+                            "heavy share of what light leaves", "queue depth at the end", "light errors"], rows)
 
 
 SCENARIOS: dict[str, Callable[[Ctx], tuple[str, str]]] = {

@@ -230,7 +230,8 @@ class RouterCore:
     # -- reading a key's requests no faster than they are served ------------------------------
 
     def _read_ahead(self) -> int:
-        """Requests of one key parsed and waiting, past which its connections are read no further."""
+        """Requests of one key read and waiting that its parked connections are read again up to; a connection
+        is parked when it is answered while half as many or more wait."""
         return max(64, 2 * self.capacity())
 
     def _park(self, tenant: Tenant, client: object) -> None:
@@ -289,8 +290,8 @@ class RouterCore:
     def record(self, exchange: Exchange, status: int) -> None:
         if exchange.forwarding:  # a worker's answer went out (a 499 or the router's own error did not)
             exchange.tenant.served += 1
-        if exchange.tenant.queued and self.queue.fair and exchange.tenant.queued >= self._read_ahead():
-            self._park(exchange.tenant, exchange.client)
+        if exchange.tenant.queued and self.queue.fair and exchange.tenant.queued >= self._read_ahead() // 2:
+            self._park(exchange.tenant, exchange.client)  # half: while it hovers at the read-ahead, all park
         path = exchange.request.path
         route = path if path in ROUTES else "other"
         self.metrics.observe(route, status, exchange.last_url, self.loop.time() - exchange.started)

@@ -243,8 +243,9 @@ def test_rate_limits_still_apply_per_key_and_count_under_the_key(procs):
 
 
 def test_a_long_backlog_waits_in_the_socket_buffers_and_loses_nothing(procs):
-    """A key with 64 or more waiting (the read-ahead: max(64, 2 × slots)) has the connections it was answered on
-    read no further until fewer wait: a second burst on the same connections is read as it is served."""
+    """A key answered while 32 or more of its requests wait (half the read-ahead, max(64, 2 × slots)) has that
+    connection read no further until fewer than 64 wait: a second burst on the same connections is read as it is
+    served, not all at once."""
     worker = procs.echo("parked", delay_s=0.01)
     router = procs.router([worker], "--max-in-flight-per-worker", "2", "--api-keys", f"{HEAVY},{LIGHT}",
                           "--queue-timeout-s", "60")
@@ -263,10 +264,10 @@ def test_a_long_backlog_waits_in_the_socket_buffers_and_loses_nothing(procs):
     outcomes = heavy.result()
     assert [o.status for o in outcomes] == [200] * 2 * n
     assert most_queued_first >= 250, most_queued_first  # new connections: the whole first burst is read at once
-    assert most_parked >= 150, most_parked  # answered while 64 or more waited: not read again until fewer did
-    # Read at once: the connections never parked or unparked while the first burst's last 64 were served (the
-    # read-ahead again); the rest as it is served.
-    assert most_queued_second <= 180, most_queued_second
+    assert most_parked >= 200, most_parked  # answered while 32 or more waited: not read again until fewer did
+    # Read at once: the connections answered while fewer than 32 waited, and those read again while the first
+    # burst's last 64 were served (a connection read again may have nothing to say yet); the rest as served.
+    assert most_queued_second <= 150, most_queued_second
     m = key_metrics(router)
     assert key_value(m, "genrm_router_key_parked_connections", HEAVY_ID) == 0
     assert key_value(m, "genrm_router_key_served_total", HEAVY_ID) == 2 * n
