@@ -52,6 +52,9 @@ class RouterCore:
         # Slots are kept for a key's next request only where slots run out (a cap) and keys share fairly.
         self._hold_s = settings.fair_share_hold_s if settings.max_in_flight_per_worker and settings.fair_share else 0
         self._capacity, self._capacity_version = 0, -1
+        # Parking a long backlog's connections protects other keys; with one class (no keys) it would only turn
+        # the queue's 503s (queue_size, queue_timeout_s) into waits in the socket buffers.
+        self._parking = settings.fair_share and len(self.queue.tenants) > 1
         self.watched: set[Exchange] = set()  # attempts out, checked by the sweeper
         self._sweeper: asyncio.Task | None = None
         self.metrics = RouterMetrics(self.pool, lambda: self.policies, lambda: len(self.queue),
@@ -290,7 +293,7 @@ class RouterCore:
     def record(self, exchange: Exchange, status: int) -> None:
         if exchange.forwarding:  # a worker's answer went out (a 499 or the router's own error did not)
             exchange.tenant.served += 1
-        if exchange.tenant.queued and self.queue.fair and exchange.tenant.queued >= self._read_ahead() // 2:
+        if exchange.tenant.queued and self._parking and exchange.tenant.queued >= self._read_ahead() // 2:
             self._park(exchange.tenant, exchange.client)  # half: while it hovers at the read-ahead, all park
         path = exchange.request.path
         route = path if path in ROUTES else "other"
