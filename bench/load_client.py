@@ -4,7 +4,8 @@ Two shapes, each on keep-alive connections (one per request in flight), printing
 
 - ``--in-flight N``: a closed loop (a trainer's steady calls): N requests always out, each sent again as
   soon as it is answered; latency percentiles of every answer.
-- ``--burst N``: bursts (a trainer's step): N requests at once, the next burst when all N are answered.
+- ``--burst N``: bursts (a trainer's step): N requests at once, the next burst ``--gap`` seconds after all N are
+  answered.
 
 Both run for ``--duration`` seconds (a burst that is still out then is abandoned) or until SIGTERM.
 A cheap client, so that a 4,096-request burst costs the load CPU little and the router is what is measured.
@@ -117,11 +118,13 @@ async def closed_loop(conns: list[_Conn], data: bytes, deadline: float, trace: l
             "max_ms": latencies[-1] * 1000 if latencies else None, **ms}
 
 
-async def bursts(conns: list[_Conn], data: bytes, deadline: float) -> dict:
+async def bursts(conns: list[_Conn], data: bytes, deadline: float, gap_s: float = 0.0) -> dict:
     done = errors = 0
     times: list[float] = []
     starts: list[float] = []
     while time.monotonic() < deadline:
+        if starts and gap_s:
+            await asyncio.sleep(gap_s)  # a trainer's step between two scoring bursts
         t0 = time.monotonic()
         starts.append(time.time())
         pending = [c.send(data) for c in conns]
@@ -147,7 +150,7 @@ async def main_async(a: argparse.Namespace, data: bytes) -> dict:
     deadline = time.monotonic() + a.duration
     trace: list | None = [] if a.trace else None
     work = asyncio.ensure_future(closed_loop(conns, data, deadline, trace) if a.in_flight
-                                 else bursts(conns, data, deadline))
+                                 else bursts(conns, data, deadline, a.gap))
     await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
     for c in conns:
         c.transport.close()
@@ -171,6 +174,7 @@ def main() -> None:
     shape.add_argument("--in-flight", type=int, default=0, help="Closed loop with this many requests out.")
     shape.add_argument("--burst", type=int, default=0, help="Bursts of this many requests.")
     p.add_argument("--duration", type=float, default=10.0, help="Seconds to run.")
+    p.add_argument("--gap", type=float, default=0.0, help="Bursts: seconds between one burst's end and the next.")
     p.add_argument("--trace", default=None, help="Closed loop: write 'unix time answered, latency ms' lines here.")
     a = p.parse_args()
     data = build_request(a.url, Path(a.body_file).read_bytes(), a.key)

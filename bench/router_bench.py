@@ -573,7 +573,7 @@ class FairRun:
 def load_client(ctx: Ctx, url: str, key: str, shape: str, n: int, seconds: float) -> list[str]:
     return ["taskset", "-c", ctx.args.load_cpu, sys.executable, str(BENCH / "load_client.py"), "--url",
             url + CHAT_PATH, "--body-file", str(ctx.body_file), "--key", key, f"--{shape}", str(n),
-            "--duration", str(seconds)]
+            "--duration", str(seconds), "--gap", str(ctx.args.fair_gap_s)]
 
 
 def run_light(ctx: Ctx, url: str, seconds: float) -> dict:
@@ -669,7 +669,8 @@ def scenario_fairshare(ctx: Ctx) -> tuple[str, str]:
     title = (f"fair share: genrm, {a.fair_workers} workers at 50 ms behind --max-in-flight-per-worker {a.fair_cap} "
              f"({capacity:,.0f} req/s at most); light client: {a.fair_light} in flight, closed loop, "
              f"{a.fair_seconds / 2:g} s alone then {a.fair_seconds} s beside a heavy client sending "
-             f"{a.fair_burst:,}-request bursts (the next when all are answered); two API keys of weight 1; "
+             f"{a.fair_burst:,}-request bursts (the next {a.fair_gap_s:g} s after all are answered); two API keys "
+             "of weight 1; "
              "median (min–max) of the repetitions; goal: p99 ratio ≤ 1.5 and the heavy client gets what the light "
              "one leaves")
     return title, md_table(["router", "light p50 ms alone", "light p99 ms alone", "light p50 ms beside heavy",
@@ -756,6 +757,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fair-cap", type=int, default=8, help="fairshare: --max-in-flight-per-worker.")
     p.add_argument("--fair-light", type=int, default=8, help="fairshare: the light client's requests in flight.")
     p.add_argument("--fair-burst", type=int, default=4096, help="fairshare: the heavy client's burst size.")
+    p.add_argument("--fair-gap-s", type=float, default=0.0,
+                   help="fairshare: seconds between the end of a heavy burst and the next (a trainer's step).")
     p.add_argument("--fair-seconds", type=int, default=20,
                    help="fairshare: seconds of each light run beside the heavy client (alone: half).")
     p.add_argument("--rust-venv", type=Path, default=REPO / ".bench-venv",

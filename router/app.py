@@ -92,9 +92,10 @@ class RouterApp:
             await asyncio.sleep(min(5.0, limit / 2))
             now = self.core.loop.time()
             for conn in list(self.connections):
-                if (conn.active is None and not conn.parked and now - conn.idle_since > limit
+                if (conn.active is None and conn.parked is None and now - conn.idle_since > limit
                         and conn.transport is not None):
                     conn.transport.close()
+            self.core.reap_parked(limit, now)  # parked ones only when nothing waits to be read on them
 
     async def stop(self) -> None:
         if self._reaper is not None:
@@ -123,8 +124,12 @@ class RouterApp:
     # -- connections --------------------------------------------------------------------------
 
     def connection(self) -> ClientConnection:
-        return ClientConnection(self.dispatch, self.settings.max_body_bytes, self.connections.add,
-                                self.connections.discard)
+        return ClientConnection(self.dispatch, self.settings.max_body_bytes, self.connections.add, self._closed)
+
+    def _closed(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if conn.parked is not None:
+            self.core.forget_parked(conn)
 
     def busy(self) -> int:
         return sum(1 for c in self.connections if c.active is not None)

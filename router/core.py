@@ -241,22 +241,28 @@ class RouterCore:
         """Read this idle keep-alive connection's next request later, when the key's backlog has shrunk: a burst
         of thousands then waits in the socket buffers and costs the router a read per request served, not one
         long stall that every other key's answers wait behind."""
-        if isinstance(client, ClientConnection) and not client.closed and client.active is None:
-            client.transport.pause_reading()
-            client.parked = True
-            tenant.parked.append(client)
+        if (isinstance(client, ClientConnection) and not client.closed and client.active is None
+                and client.transport.get_extra_info("sslcontext") is None):  # TLS may hold read bytes epoll misses
+            tenant.parked.park(client)
 
     def _unpark(self, tenant: Tenant, count: int = 1) -> None:
-        """One of the key's waiters left the queue: read ``count`` more of its connections (the sweeper reads up
-        to the read-ahead every tick: a connection read again may have had nothing to say, and the key's other
-        requests must not then wait for a waiter to leave)."""
-        limit = self._read_ahead()
-        while tenant.parked and count > 0 and tenant.queued < limit:
-            client = tenant.parked.popleft()
-            client.parked = False
-            if not client.closed:
-                client.transport.resume_reading()
-                count -= 1
+        """One of the key's waiters left the queue: read up to ``count`` more of its parked connections that have
+        a request waiting (the sweeper reads up to the read-ahead every tick, for a burst that comes while none
+        of the key's requests wait: nothing else would read it)."""
+        if tenant.parked:
+            tenant.parked.resume_ready(min(count, self._read_ahead() - tenant.queued))
+
+    def forget_parked(self, client: ClientConnection) -> None:
+        """A parked connection closed."""
+        client.parked.forget(client)
+
+    def reap_parked(self, idle_s: float, now: float) -> None:
+        """Close parked connections with nothing to read that were answered over ``idle_s`` ago (idle reaper)."""
+        for tenant in self.queue.tenants.values():
+            for client in tenant.parked.idle() if tenant.parked else ():
+                if now - client.idle_since > idle_s:
+                    tenant.parked.forget(client)
+                    client.transport.close()
 
     # -- timeouts -----------------------------------------------------------------------------
 

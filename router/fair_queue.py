@@ -21,9 +21,11 @@ O(lanes waiting) per freed slot (lanes are bounded by the configured keys).
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from router.parking import Parking
 
 if TYPE_CHECKING:
     from router.proxy.exchange import Exchange
@@ -40,7 +42,7 @@ class Tenant:
         self.name, self.weight, self.lane = name, weight, lane
         self.in_flight = 0  # worker slots its requests hold (the exchanges count them)
         self.held = 0  # freed slots kept for its next request a moment (see FairQueue.should_hold)
-        self.parked: deque[Any] = deque()  # its client connections not read while its backlog is long (core.py)
+        self.parked = Parking()  # its client connections not read while its backlog is long (core.py)
         self.queued = 0
         self.served = 0  # answered by a worker
         self.rejected: Counter[str] = Counter()  # answered by the router with an error, by reason

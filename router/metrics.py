@@ -76,7 +76,7 @@ class _TenantCollector(Collector):
             g = GaugeMetricFamily(f"genrm_router_key_{name}", doc, labels=["key"])
             for t in tenants:
                 value = getattr(t, attr)
-                g.add_metric([t.name], len(value) if attr == "parked" else value)
+                g.add_metric([t.name], len(value) if attr == "parked" else value)  # parked: a Parking
             yield g
         served = CounterMetricFamily("genrm_router_key_served", "Requests of the key answered by a worker.",
                                      labels=["key"])

@@ -244,13 +244,14 @@ def test_rate_limits_still_apply_per_key_and_count_under_the_key(procs):
 
 def test_a_long_backlog_waits_in_the_socket_buffers_and_loses_nothing(procs):
     """A key answered while 32 or more of its requests wait (half the read-ahead, max(64, 2 × slots)) has that
-    connection read no further until fewer than 64 wait: a second burst on the same connections is read as it is
-    served, not all at once."""
+    connection read no further until a request waits on it and fewer than 64 of the key's wait: a second burst on
+    the same connections, a pause after the first (a trainer's step), is read as it is served, not all at once."""
     worker = procs.echo("parked", delay_s=0.01)
     router = procs.router([worker], "--max-in-flight-per-worker", "2", "--api-keys", f"{HEAVY},{LIGHT}",
                           "--queue-timeout-s", "60")
     n = 300
-    heavy = Burst(router.url + CHAT_PATH, [body(f"heavy-{i}") for i in range(n)], bearer(HEAVY), rounds=2)
+    heavy = Burst(router.url + CHAT_PATH, [body(f"heavy-{i}") for i in range(n)], bearer(HEAVY), rounds=2,
+                  gap_s=1.0)
     most_parked = most_queued_first = most_queued_second = 0
     while heavy.done() < 2 * n:
         m = key_metrics(router)
@@ -264,10 +265,11 @@ def test_a_long_backlog_waits_in_the_socket_buffers_and_loses_nothing(procs):
     outcomes = heavy.result()
     assert [o.status for o in outcomes] == [200] * 2 * n
     assert most_queued_first >= 250, most_queued_first  # new connections: the whole first burst is read at once
-    assert most_parked >= 200, most_parked  # answered while 32 or more waited: not read again until fewer did
-    # Read at once: the connections answered while fewer than 32 waited, and those read again while the first
-    # burst's last 64 were served (a connection read again may have nothing to say yet); the rest as served.
-    assert most_queued_second <= 150, most_queued_second
-    m = key_metrics(router)
-    assert key_value(m, "genrm_router_key_parked_connections", HEAVY_ID) == 0
-    assert key_value(m, "genrm_router_key_served_total", HEAVY_ID) == 2 * n
+    assert most_parked >= 200, most_parked  # answered while 32 or more waited: not read again until needed
+    # Read at once: the connections answered while fewer than 32 waited, the rest as it is served (the pause
+    # between the bursts read none of the parked ones: they had nothing to say then).
+    assert most_queued_second <= 120, most_queued_second
+    assert key_value(key_metrics(router), "genrm_router_key_served_total", HEAVY_ID) == 2 * n
+    # The client closed its connections: the parked ones are let go too.
+    wait_for(lambda: key_value(key_metrics(router), "genrm_router_key_parked_connections", HEAVY_ID) == 0,
+             "the closed parked connections to be let go", 5)

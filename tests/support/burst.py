@@ -23,12 +23,12 @@ class Outcome:
 
 class Burst:
     """POST ``bodies`` to ``url`` all at once (one keep-alive connection each), in a thread, ``rounds`` times (the
-    next when all are answered, on the same connections); ``result()`` waits for all."""
+    next ``gap_s`` after all are answered, on the same connections); ``result()`` waits for all."""
 
     def __init__(self, url: str, bodies: Sequence[dict], headers: dict[str, str] | None = None,
-                 timeout_s: float = 60.0, rounds: int = 1):
+                 timeout_s: float = 60.0, rounds: int = 1, gap_s: float = 0.0):
         self.url, self.bodies, self.headers, self.timeout_s = url, list(bodies), headers or {}, timeout_s
-        self.rounds = rounds
+        self.rounds, self.gap_s = rounds, gap_s
         self.outcomes: list[Outcome] = []
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self._thread.start()
@@ -37,6 +37,8 @@ class Burst:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
         async with httpx.AsyncClient(limits=limits, timeout=self.timeout_s, headers=self.headers) as client:
             for r in range(self.rounds):
+                if r:
+                    await asyncio.sleep(self.gap_s)
                 n = len(self.bodies)
                 await asyncio.gather(*(self._one(client, r * n + i, body) for i, body in enumerate(self.bodies)))
 
