@@ -96,6 +96,7 @@ class FairQueue:
         return self._size
 
     def tenant(self, name: str | None) -> Tenant:
+        """The tenant of a key id (``anonymous`` for no key)."""
         return self.tenants.get(name, self.anonymous) if name else self.anonymous
 
     # -- joining and leaving --------------------------------------------------------------------

@@ -65,18 +65,17 @@ class _TenantCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         tenants = list(self.tenants())
-        gauges = {
-            "in_flight": ("Requests of the key at a worker (the worker slots it holds).", "in_flight"),
-            "queued": ("Requests of the key waiting for a free worker slot.", "queued"),
-            "weight": ("The key's fair-share weight (key_weights).", "weight"),
+        gauges: dict[str, tuple[str, Callable[[Tenant], float]]] = {
+            "in_flight": ("Requests of the key at a worker (the worker slots it holds).", lambda t: t.in_flight),
+            "queued": ("Requests of the key waiting for a free worker slot.", lambda t: t.queued),
+            "weight": ("The key's fair-share weight (key_weights).", lambda t: t.weight),
             "parked_connections": ("Connections of the key not read for now: its backlog is long, their next "
-                                   "requests wait in the socket buffers.", "parked"),
+                                   "requests wait in the socket buffers.", lambda t: len(t.parked)),
         }
-        for name, (doc, attr) in gauges.items():
+        for name, (doc, get) in gauges.items():
             g = GaugeMetricFamily(f"genrm_router_key_{name}", doc, labels=["key"])
             for t in tenants:
-                value = getattr(t, attr)
-                g.add_metric([t.name], len(value) if attr == "parked" else value)  # parked: a Parking
+                g.add_metric([t.name], get(t))
             yield g
         served = CounterMetricFamily("genrm_router_key_served", "Requests of the key answered by a worker.",
                                      labels=["key"])
