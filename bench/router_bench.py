@@ -15,6 +15,9 @@ Scenarios (--scenarios):
   grpo_multi  the same GRPO trace through R = 1, 2, 3 genrm router replicas (--policy affinity), each request
             to a replica picked at random, over 4 workers at 50 ms and over a pool with one 5× slower;
             this checkout against --baseline-ref (the router of that commit, exported with git archive).
+  fairshare 4 workers at 50 ms behind --max-in-flight-per-worker 8, two API keys: a light client (8 in flight)
+            alone, then beside a heavy client sending 4,096-request bursts (bench/load_client.py); its p99
+            ratio and the heavy client's throughput, with fair share on and off (FIFO).
 
     .venv/bin/python bench/router_bench.py --install-rust-routers     # once: .bench-venv with the Rust routers
     .venv/bin/python bench/router_bench.py --scenarios overhead --duration 5 --reps 3
@@ -140,9 +143,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def probe(url: str, body: bytes | None = None, header: str | None = None, timeout: float = 2.0) -> str:
+def probe(url: str, body: bytes | None = None, header: str | None = None, timeout: float = 2.0,
+          key: str | None = None) -> str:
     """GET (or POST ``body``) ``url``: "" when it answers 200 (with ``header`` when given), else why not."""
-    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+    req = urllib.request.Request(url, data=body, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             resp.read()
@@ -218,11 +223,12 @@ def start_workers(fleet: Fleet, ctx: Ctx, delays_ms: Sequence[float], max_concur
     return urls
 
 
-def router_command(ctx: Ctx, system: str, port: int, workers: Sequence[str], policy: str) -> tuple[list[str], dict]:
-    """Command line and extra env of one router (``system``: genrm, sglang or vllm)."""
+def router_command(ctx: Ctx, system: str, port: int, workers: Sequence[str], policy: str,
+                   extra: Sequence[str] = ()) -> tuple[list[str], dict]:
+    """Command line and extra env of one router (``system``: genrm, sglang or vllm; ``extra``: genrm flags)."""
     if system == "genrm":
         return [ctx.genrm, "route", "--host", HOST, "--port", str(port), "--workers", ",".join(workers),
-                "--policy", policy, "--log-level", "warning"], {}
+                "--policy", policy, "--log-level", "warning", *extra], {}
     offline = {"HF_HUB_OFFLINE": "1"}
     metrics = ["--prometheus-host", HOST, "--prometheus-port", str(free_port())]  # the default 29000 collides
     if system == "sglang":
@@ -243,15 +249,17 @@ class Target:
     proc: subprocess.Popen | None = None
 
 
-def start_router(fleet: Fleet, ctx: Ctx, system: str, workers: Sequence[str], policy: str) -> Target | None:
-    """Start a router and wait until a real POST comes back from a worker; None (noted) when it fails to start."""
+def start_router(fleet: Fleet, ctx: Ctx, system: str, workers: Sequence[str], policy: str,
+                 extra: Sequence[str] = (), key: str | None = None) -> Target | None:
+    """Start a router and wait until a real POST comes back from a worker; None (noted) when it fails to start.
+    ``extra``: more genrm flags; ``key``: the API key of that first POST."""
     port = free_port()
-    cmd, env = router_command(ctx, system, port, workers, policy)
+    cmd, env = router_command(ctx, system, port, workers, policy, extra)
     proc = fleet.start(f"{system}-{policy}-{port}", cmd, ctx.args.router_cpu, env)
     url = f"http://{HOST}:{port}"
     body = ctx.body_file.read_bytes()
     why = wait_until(proc, lambda: probe(url + "/ready")) if system == "genrm" else ""
-    why = why or wait_until(proc, lambda: probe(url + CHAT_PATH, body, "x-worker"))
+    why = why or wait_until(proc, lambda: probe(url + CHAT_PATH, body, "x-worker", key=key))
     if why:
         note(f"{system} --policy {policy} {why}; log: {log_tail(proc) or '(empty)'}; skipped")
         kill(proc)
@@ -312,14 +320,16 @@ def run_wrk(ctx: Ctx, target: Target, connections: int, duration_s: int, affinit
 T = TypeVar("T")
 
 
-def interleave(ctx: Ctx, keys: Sequence[str], measure: Callable[[str, int], T]) -> dict[str, list[T]]:
-    """``measure(key, seconds)`` for every key: --warmup once (discarded), then --reps times in a rotating order."""
+def interleave(ctx: Ctx, keys: Sequence[str], measure: Callable[[str, int], T],
+               seconds: int | None = None) -> dict[str, list[T]]:
+    """``measure(key, seconds)`` for every key: --warmup once (discarded), then --reps times in a rotating order
+    (``seconds``: each measured run's, instead of --duration)."""
     a, keys = ctx.args, list(keys)
     runs: dict[str, list[T]] = {k: [] for k in keys}
     for rep in range(-1 if a.warmup else 0, a.reps):
         for key in keys[rep % len(keys):] + keys[:rep % len(keys)] if keys else []:
             try:
-                result = measure(key, a.warmup if rep < 0 else a.duration)
+                result = measure(key, a.warmup if rep < 0 else seconds or a.duration)
             except Exception as e:  # one failed run must not lose the others
                 note(f"{key}, {'warmup' if rep < 0 else f'repetition {rep + 1}'}: {e}")
                 continue
@@ -632,13 +642,142 @@ def spread(runs: Sequence[object], attr: str, digits: int, suffix: str = "") -> 
     if len(values) < 2:
         return fmt(med, digits, suffix)
     return f"{fmt(med, digits, suffix)} ({fmt(min(values), digits)}–{fmt(max(values), digits)})"
+WRK_SCENARIOS = {"overhead", "scaling", "slow"}  # the others bring their own clients
+FAIR_KEYS = {"heavy": "bench-heavy-trainer-key", "light": "bench-light-trainer-key"}
+
+
+@dataclass
+class FairRun:
+    alone_p50_ms: float
+    alone_p99_ms: float
+    p50_ms: float  # the light client's, beside the heavy one
+    p99_ms: float
+    ratio: float  # p99 beside the heavy client / p99 alone
+    light_rps: float
+    heavy_rps: float
+    heavy_share: float  # % of the capacity the light client leaves that the heavy client got
+    end_queue: int
+    errors: int
+
+    def __str__(self) -> str:
+        return (f"light p99 {self.alone_p99_ms:.1f} ms alone, {self.p99_ms:.1f} ms beside heavy ({self.ratio:.2f}×); "
+                f"light {self.light_rps:,.0f} req/s, heavy {self.heavy_rps:,.0f} req/s ({self.heavy_share:.0f} % of "
+                f"what light leaves), queue at the end {self.end_queue}, {self.errors} errors")
+
+
+def load_client(ctx: Ctx, url: str, key: str, shape: str, n: int, seconds: float) -> list[str]:
+    return ["taskset", "-c", ctx.args.load_cpu, sys.executable, str(BENCH / "load_client.py"), "--url",
+            url + CHAT_PATH, "--body-file", str(ctx.body_file), "--key", key, f"--{shape}", str(n),
+            "--duration", str(seconds), "--gap", str(ctx.args.fair_gap_s)]
+
+
+def run_light(ctx: Ctx, url: str, seconds: float) -> dict:
+    out = subprocess.run(load_client(ctx, url, FAIR_KEYS["light"], "in-flight", ctx.args.fair_light, seconds),
+                         capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode != 0 or not out.stdout.strip():
+        raise RuntimeError(f"light client failed (rc {out.returncode}): {out.stderr.strip()[-300:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["requests"]:
+        raise RuntimeError(f"light client got no answer ({result['errors']} errors)")
+    return result
+
+
+def router_state(url: str) -> tuple[dict[str, float], int]:
+    """(served requests per key id, queue depth) from the router's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    req = urllib.request.Request(url + "/metrics", headers={"authorization": f"Bearer {FAIR_KEYS['heavy']}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    served, depth = {}, 0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "genrm_router_key_served_total":
+                served[sample.labels["key"]] = sample.value
+            elif sample.name == "genrm_router_queue_depth":
+                depth = int(sample.value)
+    return served, depth
+
+
+def fair_measure(ctx: Ctx, target: Target, seconds: int) -> FairRun:
+    """The light client alone, then beside the heavy client's bursts (throughput read from per-key metrics)."""
+    from common.api_keys import key_id
+
+    a = ctx.args
+    heavy_id, light_id = key_id(FAIR_KEYS["heavy"]), key_id(FAIR_KEYS["light"])
+    alone = run_light(ctx, target.url, seconds / 2)
+    heavy = subprocess.Popen(load_client(ctx, target.url, FAIR_KEYS["heavy"], "burst", a.fair_burst, seconds + 120),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while router_state(target.url)[1] < min(a.fair_burst // 4, 32):  # saturated: the heavy burst waits
+            if heavy.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the heavy client's burst never queued (client rc {heavy.poll()})")
+            time.sleep(0.1)
+        served0, _ = router_state(target.url)
+        t0 = time.monotonic()
+        light = run_light(ctx, target.url, seconds)
+        served1, peak = router_state(target.url)
+        elapsed = time.monotonic() - t0
+    finally:
+        kill(heavy)
+    deadline = time.monotonic() + 60
+    while router_state(target.url)[1] and time.monotonic() < deadline:  # the abandoned burst leaves the queue
+        time.sleep(0.1)
+    capacity = a.fair_workers * a.fair_cap / 0.05
+    heavy_rps = (served1.get(heavy_id, 0) - served0.get(heavy_id, 0)) / elapsed
+    light_rps = (served1.get(light_id, 0) - served0.get(light_id, 0)) / elapsed
+    return FairRun(alone["p50_ms"], alone["p99_ms"], light["p50_ms"], light["p99_ms"],
+                   light["p99_ms"] / alone["p99_ms"], light_rps, heavy_rps,
+                   100 * heavy_rps / max(capacity - light_rps, 1e-9), peak, alone["errors"] + light["errors"])
+
+
+def scenario_fairshare(ctx: Ctx) -> tuple[str, str]:
+    """A light client (closed loop) alone and beside a heavy client's bursts: fair share vs FIFO at the router."""
+    a = ctx.args
+    keys = ",".join(FAIR_KEYS.values())
+    common = ["--max-in-flight-per-worker", str(a.fair_cap), "--api-keys", keys, "--queue-size",
+              str(2 * a.fair_burst), "--queue-timeout-s", "300"]
+    with Fleet(ctx.logdir) as fleet:
+        workers = start_workers(fleet, ctx, [50.0] * a.fair_workers)
+        targets: dict[str, Target] = {}
+        for name, flags in (("fair share", ["--fair-share"]), ("FIFO (--no-fair-share)", ["--no-fair-share"])):
+            t = start_router(fleet, ctx, "genrm", workers, "least_outstanding", [*common, *flags], FAIR_KEYS["light"])
+            if t:
+                targets[name] = t
+        print(f"fairshare: {', '.join(targets)}", file=sys.stderr, flush=True)
+        runs = interleave(ctx, targets, lambda k, s: fair_measure(ctx, targets[k], s), seconds=a.fair_seconds)
+    rows = []
+    for name, rs in runs.items():
+        if not rs:
+            continue
+
+        def spread(attr: str, digits: int = 1, suffix: str = "", rs: list[FairRun] = rs) -> str:
+            values = [getattr(r, attr) for r in rs]
+            low, high = fmt(min(values), digits), fmt(max(values), digits)
+            return f"{fmt(statistics.median(values), digits, suffix)} ({low}–{high})"
+
+        rows.append([name, spread("alone_p50_ms"), spread("alone_p99_ms"), spread("p50_ms"), spread("p99_ms"),
+                     spread("ratio", 2, "×"), spread("light_rps", 0), spread("heavy_rps", 0),
+                     spread("heavy_share", 0, " %"), fmt(median(rs, "end_queue"), 0), str(sum(r.errors for r in rs))])
+    capacity = a.fair_workers * a.fair_cap / 0.05
+    title = (f"fair share: genrm, {a.fair_workers} workers at 50 ms behind --max-in-flight-per-worker {a.fair_cap} "
+             f"({capacity:,.0f} req/s at most); light client: {a.fair_light} in flight, closed loop, "
+             f"{a.fair_seconds / 2:g} s alone then {a.fair_seconds} s beside a heavy client sending "
+             f"{a.fair_burst:,}-request bursts (the next {a.fair_gap_s:g} s after all are answered); two API keys "
+             "of weight 1; "
+             "median (min–max) of the repetitions; goal: p99 ratio ≤ 1.5 and the heavy client gets what the light "
+             "one leaves")
+    return title, md_table(["router", "light p50 ms alone", "light p99 ms alone", "light p50 ms beside heavy",
+                            "light p99 ms beside heavy", "p99 beside / alone", "light req/s", "heavy req/s",
+                            "heavy share of what light leaves", "queue depth at the end", "light errors"], rows)
 
 
 SCENARIOS: dict[str, Callable[[Ctx], tuple[str, str]]] = {
     "overhead": scenario_overhead, "scaling": scenario_scaling, "slow": scenario_slow, "grpo": scenario_grpo,
     "grpo_multi": scenario_grpo_multi,
+    "fairshare": scenario_fairshare,
 }
-_NEEDS_WRK = frozenset({"overhead", "scaling", "slow"})
 
 
 # -- environment -------------------------------------------------------------------------------------------
@@ -666,7 +805,7 @@ def rust_versions(venv: Path) -> dict[str, str]:
     return versions
 
 
-def machine_line(ctx: Ctx) -> str:
+def machine_line(ctx: Ctx, scenario: str = "") -> str:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor() or "unknown CPU")
     try:
@@ -679,7 +818,8 @@ def machine_line(ctx: Ctx) -> str:
     return (f"machine: nproc {len(os.sched_getaffinity(0))}, {cpu}; router on CPU {ctx.args.router_cpu}, load on CPU "
             f"{ctx.args.load_cpu} · Python {platform.python_version()} · genrm-platform {ours} · sglang-router "
             f"{rust['sglang-router']} · vllm-router {rust['vllm-router']} · {wrk.strip()} · "
-            f"{ctx.args.duration} s per run, median of {ctx.args.reps}")
+            f"{ctx.args.fair_seconds if scenario == 'fairshare' else ctx.args.duration} s per run, median of "
+            f"{ctx.args.reps}")
 
 
 def find_rust(venv: Path) -> tuple[Path | None, Path | None]:
@@ -718,6 +858,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-ref", default="37742d4",
                    help="grpo_multi: git ref whose router runs beside this checkout's ('' = none): by default the "
                         "last commit whose affinity bounded load by each replica's own in-flight counts.")
+    p.add_argument("--fair-workers", type=int, default=4, help="fairshare: mock workers at 50 ms.")
+    p.add_argument("--fair-cap", type=int, default=8, help="fairshare: --max-in-flight-per-worker.")
+    p.add_argument("--fair-light", type=int, default=8, help="fairshare: the light client's requests in flight.")
+    p.add_argument("--fair-burst", type=int, default=4096, help="fairshare: the heavy client's burst size.")
+    p.add_argument("--fair-gap-s", type=float, default=0.0,
+                   help="fairshare: seconds between the end of a heavy burst and the next (a trainer's step).")
+    p.add_argument("--fair-seconds", type=int, default=20,
+                   help="fairshare: seconds of each light run beside the heavy client (alone: half).")
     p.add_argument("--rust-venv", type=Path, default=REPO / ".bench-venv",
                    help="Virtualenv holding sglang-router and vllm-router (missing ones are skipped).")
     p.add_argument("--install-rust-routers", action="store_true",
@@ -733,7 +881,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if a.duration < 1 or a.reps < 1:
         p.error("--duration and --reps must be at least 1")
-    if _NEEDS_WRK & set(a.scenarios) and not shutil.which(a.wrk):
+    if set(a.scenarios) & WRK_SCENARIOS and not shutil.which(a.wrk):
         p.error(f"wrk not found at {a.wrk} (apt-get install wrk)")
     return a
 
@@ -753,14 +901,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     genrm = Path(sys.executable).with_name("genrm")  # the venv running this script, else PATH
     ctx = Ctx(a, logdir, body_file, str(genrm) if genrm.exists() else shutil.which("genrm") or "genrm",
               *find_rust(a.rust_venv))
-    header = machine_line(ctx)
+    headers = {name: machine_line(ctx, name) for name in a.scenarios}  # before the pinning below: nproc is all CPUs
     with contextlib.suppress(OSError, ValueError):
         os.sched_setaffinity(0, {int(c) for c in a.load_cpu.split(",")})  # keep this script off the router's CPU
     try:
         for name in a.scenarios:
             NOTES.clear()
             title, table = SCENARIOS[name](ctx)
-            print(f"\n### {title}\n\n{header}\n\n{table}\n", flush=True)
+            print(f"\n### {title}\n\n{headers[name]}\n\n{table}\n", flush=True)
             for text in dict.fromkeys(NOTES):
                 print(f"- note: {text}")
             sys.stdout.flush()

@@ -19,6 +19,7 @@ from common.api_keys import KeyRing
 from router.admin import AdminApi
 from router.core import RouterCore
 from router.discovery import DnsDiscovery, parse_dns_target
+from router.fair_queue import Tenant
 from router.fanout import FanOut
 from router.health import HealthChecker
 from router.openapi import OpenApiDocument
@@ -74,6 +75,19 @@ class RouterApp:
         ready = sum(w.ready for w in self.core.pool.workers)
         log.info("router: %d workers (%d ready); policy %s, reward policy %s%s", len(self.core.pool.workers), ready,
                  s.policy, s.reward_policy, "; API keys required" if self.keys.enabled else "")
+        self._log_fair_share()
+
+    def _log_fair_share(self) -> None:
+        """Say which key id is which weight (ids only: an operator matches them with sha256sum), and warn when
+        fair share cannot act: without a per-worker cap nothing waits at the router, the workers queue FIFO."""
+        s = self.settings
+        if self.keys.enabled:
+            tenants = self.core.queue.tenants
+            log.info("router: fair share %s; API key ids (weight): %s", "on" if s.fair_share else "off (FIFO)",
+                     ", ".join(f"{i} ({tenants[i].weight:g})" for i in self.keys.ids))
+        if s.fair_share and (self.keys.enabled or s.key_weights) and not s.max_in_flight_per_worker:
+            log.warning("router: fair share between API keys needs --max-in-flight-per-worker: with no cap every "
+                        "request goes straight to a worker and waits there in arrival order")
 
     async def _reap_idle(self) -> None:
         limit = self.settings.client_idle_timeout_s
@@ -81,8 +95,10 @@ class RouterApp:
             await asyncio.sleep(min(5.0, limit / 2))
             now = self.core.loop.time()
             for conn in list(self.connections):
-                if conn.active is None and now - conn.idle_since > limit and conn.transport is not None:
+                if (conn.active is None and conn.parked is None and now - conn.idle_since > limit
+                        and conn.transport is not None):
                     conn.transport.close()
+            self.core.reap_parked(limit, now)  # parked ones only when nothing waits to be read on them
 
     async def stop(self) -> None:
         if self._reaper is not None:
@@ -110,8 +126,12 @@ class RouterApp:
     # -- connections --------------------------------------------------------------------------
 
     def connection(self) -> ClientConnection:
-        return ClientConnection(self.dispatch, self.settings.max_body_bytes, self.connections.add,
-                                self.connections.discard)
+        return ClientConnection(self.dispatch, self.settings.max_body_bytes, self.connections.add, self._closed)
+
+    def _closed(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if conn.parked is not None:
+            self.core.forget_parked(conn)
 
     def busy(self) -> int:
         return sum(1 for c in self.connections if c.active is not None)
@@ -122,19 +142,20 @@ class RouterApp:
         path = request.path
         if path in _PUBLIC and request.method == "GET":
             return self._public(client, path)
-        role = None
+        role = key = None
         if self.keys.enabled:
-            role = self.keys.role(request.header(b"authorization"))
+            role, key = self.keys.identify(request.header(b"authorization"))
             if role is None:
                 self.core.metrics.rejected.labels(reason="auth").inc()
                 return client.send_json(401, error_body(401, "missing or invalid API key (Authorization: Bearer)",
                                                         param="authorization"), [(b"www-authenticate", b"Bearer")])
         if path.startswith("/admin"):
             return self.admin.handle(client, request, role)
+        tenant = self.core.queue.tenant(key)
         if self.limiter.enabled:
             wait = self.limiter.take(self._identity(client, request))
             if wait:
-                self.core.metrics.rejected.labels(reason="rate_limit").inc()
+                self.core.reject(tenant, "rate_limit")
                 return client.send_json(429, error_body(429, f"rate limit of {self.settings.rate_limit_rps:g} "
                                                              "requests/s exceeded (rate_limit_rps)"),
                                         [(b"retry-after", str(max(1, math.ceil(wait))).encode())])
@@ -153,13 +174,13 @@ class RouterApp:
         policy, retry = self.core.policy_for(path)
         info = RequestInfo(path, request.body, request.headers, self.settings.affinity_prefix_chars,
                            query=request.query)
-        if path == "/v1/reward/batch" and request.method == "POST" and self._fan_out(client, request, info):
+        if path == "/v1/reward/batch" and request.method == "POST" and self._fan_out(client, request, info, tenant):
             return
-        exchange = Exchange(self.core, client, request, info, policy, path, retry)
+        exchange = Exchange(self.core, client, request, info, policy, path, retry, tenant)
         request.handler = exchange
         exchange.start()
 
-    def _fan_out(self, client: ClientConnection, request: Request, info: RequestInfo) -> bool:
+    def _fan_out(self, client: ClientConnection, request: Request, info: RequestInfo, tenant: Tenant) -> bool:
         mixed = not self.core.homogeneous()
         if info.header(b"x-affinity-key") is not None and not (mixed and info.recipe is None):
             return False  # grouped by the client (RewardClient does): routed whole by its key, never parsed here
@@ -176,7 +197,7 @@ class RouterApp:
                 return False
             if len(workers) < 2:
                 return False
-        fan = FanOut(self.core, client, request, samples)
+        fan = FanOut(self.core, client, request, samples, tenant)
         request.handler = fan
         fan.start(workers)
         return True

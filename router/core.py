@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import deque
 from typing import TYPE_CHECKING
 
+from common.api_keys import key_id
+from router.fair_queue import FairQueue, Tenant
 from router.metrics import RouterMetrics
 from router.policies import Policy, create_policy
+from router.proxy.downstream import ClientConnection
 from router.request_info import REWARD_PATHS, RequestInfo
 from router.settings import RouterSettings
 from router.workers import ANY_MODEL, STATIC, Worker, WorkerPool
@@ -44,10 +46,19 @@ class RouterCore:
             self.policies[name] = create_policy(name, settings)
         self.default_policy = self.policies[settings.policy]
         self.reward_policy = self.policies[settings.reward_policy]
-        self.queue: deque[Exchange] = deque()
+        ids = [key_id(k) for k in (*settings.admin_api_keys, *settings.api_keys)]
+        self.queue = FairQueue(ids, settings.key_weights, settings.queue_size, fair=settings.fair_share,
+                               on_left=self._unpark)
+        # Slots are kept for a key's next request only where slots run out (a cap) and keys share fairly.
+        self._hold_s = settings.fair_share_hold_s if settings.max_in_flight_per_worker and settings.fair_share else 0
+        self._capacity, self._capacity_version = 0, -1
+        # Parking a long backlog's connections protects other keys; with one class (no keys) it would only turn
+        # the queue's 503s (queue_size, queue_timeout_s) into waits in the socket buffers.
+        self._parking = settings.fair_share and len(self.queue.tenants) > 1
         self.watched: set[Exchange] = set()  # attempts out, checked by the sweeper
         self._sweeper: asyncio.Task | None = None
-        self.metrics = RouterMetrics(self.pool, lambda: self.policies, lambda: len(self.queue))
+        self.metrics = RouterMetrics(self.pool, lambda: self.policies, lambda: len(self.queue),
+                                     lambda: self.queue.tenants.values())
         self.log_access = access.isEnabledFor(logging.INFO)
         self._served_version = -1
         self._homogeneous = True
@@ -144,44 +155,68 @@ class RouterCore:
     # -- the queue ----------------------------------------------------------------------------
 
     def enqueue(self, exchange: Exchange) -> bool:
-        if len(self.queue) >= self.settings.queue_size:
+        """Wait for a slot (router/fair_queue.py says who goes first); False when the queue has no room."""
+        again = bool(exchange.queued_until)  # woken but no worker after all: back to its place
+        admitted, pushed_out = self.queue.push(exchange, front=again)
+        if not admitted:
             return False
-        if not exchange.queued_until:  # first time: its wait starts now; a re-queue keeps its place
+        if pushed_out is not None:
+            pushed_out.push_out()
+        if not again:  # first time: its wait starts now
             exchange.queued_until = self.loop.time() + self.settings.queue_timeout_s
             if exchange.timer is not None:
                 exchange.timer.cancel()
             at = exchange.queued_until if exchange.deadline is None else min(exchange.queued_until, exchange.deadline)
             exchange.timer = self.loop.call_at(at, exchange._on_timer)
-            self.queue.append(exchange)
-        else:
-            self.queue.appendleft(exchange)
         return True
 
     def dequeue(self, exchange: Exchange) -> bool:
-        try:
-            self.queue.remove(exchange)
-        except ValueError:
+        if not self.queue.remove(exchange):
             return False
         exchange.queued_until = 0.0
         return True
 
-    def wake(self, scan: int = 64) -> None:
-        """A slot may have freed: the oldest waiter that some worker can take now goes.
+    def _can_go(self, exchange: Exchange) -> bool:
+        try:
+            return bool(self.candidates(exchange.info, exchange.tried))
+        except LookupError:
+            return True  # its attempt will answer the 404
+
+    def wake(self, freed_by: Tenant | None = None) -> None:
+        """A slot may have freed: the waiter the fair queue puts first among those some worker can take now goes,
+        unless the slot is kept a moment for the next request of the key that freed it (``fair_share_hold_s``).
 
         Not just the head: a request waiting for a busy model pool must not block one behind it whose
         pool has room. The scan is bounded so a long blocked queue costs little per freed slot.
         """
-        for i, exchange in enumerate(self.queue):
-            if i >= scan:
-                return
-            try:
-                ok = bool(self.candidates(exchange.info, exchange.tried))
-            except LookupError:
-                ok = True  # its attempt will answer the 404
-            if ok:
-                del self.queue[i]
-                exchange.wake()
-                return
+        if freed_by is not None and self._hold_s and self.queue.should_hold(freed_by, self.capacity()):
+            self.queue.hold(freed_by)
+            self.loop.call_later(self._hold_s, self._hold_over, freed_by)
+            return
+        if not self.queue:
+            return
+        exchange = self.queue.pop(self._can_go)
+        if exchange is not None:
+            exchange.wake()
+
+    def capacity(self) -> int:
+        """Worker slots in all: the cap × the workers ready and not draining."""
+        if self.pool.version != self._capacity_version:
+            self._capacity = self.settings.max_in_flight_per_worker * sum(
+                1 for w in self.pool.by_url.values() if w.ready and not w.draining)
+            self._capacity_version = self.pool.version
+        return self._capacity
+
+    def _hold_over(self, tenant: Tenant) -> None:
+        if self.queue.release_hold(tenant):  # not claimed by its next request in time: a waiter (if any) gets it
+            self.wake()
+
+    def may_take(self, tenant: Tenant, workers: list[Worker]) -> bool:
+        """May a request of ``tenant`` take one of these free slots? Not one kept for another key's next request.
+        Called only while slots are kept (``queue.held``); a request of the key they are kept for claims one."""
+        if self.queue.release_hold(tenant):
+            return True
+        return sum(w.max_in_flight - w.in_flight for w in workers) > self.queue.held
 
     def wake_all(self) -> None:
         for _ in range(len(self.queue)):
@@ -189,6 +224,45 @@ class RouterCore:
             self.wake()
             if len(self.queue) >= before:  # nobody could go
                 return
+
+    def reject(self, tenant: Tenant, reason: str) -> None:
+        """Count a request the router answered itself with an error (all keys, and its key)."""
+        self.metrics.rejected.labels(reason=reason).inc()
+        tenant.rejected[reason] += 1
+
+    # -- reading a key's requests no faster than they are served ------------------------------
+
+    def _read_ahead(self) -> int:
+        """Requests of one key read and waiting that its parked connections are read again up to; a connection
+        is parked when it is answered while half as many or more wait."""
+        return max(64, 2 * self.capacity())
+
+    def _park(self, tenant: Tenant, client: object) -> None:
+        """Read this idle keep-alive connection's next request later, when the key's backlog has shrunk: a burst
+        of thousands then waits in the socket buffers and costs the router a read per request served, not one
+        long stall that every other key's answers wait behind."""
+        if (isinstance(client, ClientConnection) and not client.closed and client.active is None
+                and client.transport.get_extra_info("sslcontext") is None):  # TLS may hold read bytes epoll misses
+            tenant.parked.park(client)
+
+    def _unpark(self, tenant: Tenant, count: int = 1) -> None:
+        """One of the key's waiters left the queue: read up to ``count`` more of its parked connections that have
+        a request waiting (the sweeper reads up to the read-ahead every tick, for a burst that comes while none
+        of the key's requests wait: nothing else would read it)."""
+        if tenant.parked:
+            tenant.parked.resume_ready(min(count, self._read_ahead() - tenant.queued))
+
+    def forget_parked(self, client: ClientConnection) -> None:
+        """A parked connection closed."""
+        client.parked.forget(client)
+
+    def reap_parked(self, idle_s: float, now: float) -> None:
+        """Close parked connections with nothing to read that were answered over ``idle_s`` ago (idle reaper)."""
+        for tenant in self.queue.tenants.values():
+            for client in tenant.parked.idle() if tenant.parked else ():
+                if now - client.idle_since > idle_s:
+                    tenant.parked.forget(client)
+                    client.transport.close()
 
     # -- timeouts -----------------------------------------------------------------------------
 
@@ -205,6 +279,9 @@ class RouterCore:
             await asyncio.sleep(tick_s)
             now = self.loop.time()
             self.pool.update_slowness(now)
+            for tenant in self.queue.tenants.values():
+                if tenant.parked:
+                    self._unpark(tenant, self._read_ahead() - tenant.queued)
             for exchange in list(self.watched):
                 try:
                     exchange.check(now)
@@ -220,6 +297,10 @@ class RouterCore:
         self.metrics.ejections.labels(worker=worker.url, cause="breaker").inc()
 
     def record(self, exchange: Exchange, status: int) -> None:
+        if exchange.forwarding:  # a worker's answer went out (a 499 or the router's own error did not)
+            exchange.tenant.served += 1
+        if exchange.tenant.queued and self._parking and exchange.tenant.queued >= self._read_ahead() // 2:
+            self._park(exchange.tenant, exchange.client)  # half: while it hovers at the read-ahead, all park
         path = exchange.request.path
         route = path if path in ROUTES else "other"
         self.metrics.observe(route, status, exchange.last_url, self.loop.time() - exchange.started)

@@ -22,6 +22,7 @@ from trainer_client.protocol import error_info
 
 if TYPE_CHECKING:
     from router.core import RouterCore
+    from router.fair_queue import Tenant
     from router.proxy.downstream import ClientConnection
     from router.workers import Worker
 
@@ -83,8 +84,10 @@ def _parse_response(raw: bytes) -> tuple[int, bytes]:
 class FanOut:
     """Handler of one fanned-out batch request (``on_gone`` aborts the sub-requests)."""
 
-    def __init__(self, core: RouterCore, client: ClientConnection, request: Request, samples: list[Any]):
+    def __init__(self, core: RouterCore, client: ClientConnection, request: Request, samples: list[Any],
+                 tenant: Tenant | None = None):
         self.core, self.client, self.request, self.samples = core, client, request, samples
+        self.tenant = tenant  # the caller's API key: each sub-request counts and waits under it
         self.exchanges: list[Exchange] = []
         self.task: asyncio.Task | None = None
 
@@ -98,7 +101,8 @@ class FanOut:
             sub = Request(self.request.method, self.request.path, "", self.request.headers, body, True, "1.1")
             collector = Collector(sub, loop)
             info = RequestInfo(sub.path, body, None, prefix, recipe=recipe)  # a retry stays among its recipe's workers
-            exchange = Exchange(self.core, collector, sub, info, policy, sub.path, retry)  # type: ignore[arg-type]
+            exchange = Exchange(self.core, collector, sub, info, policy, sub.path, retry,  # type: ignore[arg-type]
+                                self.tenant)
             exchange.preferred = worker
             sub.handler = exchange
             self.exchanges.append(exchange)

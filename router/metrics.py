@@ -6,13 +6,14 @@ the admin API add or remove appear and disappear without stale series.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from router.breaker import STATE_VALUE
+from router.fair_queue import Tenant
 from router.policies import Policy
 from router.workers import WorkerPool
 
@@ -60,8 +61,40 @@ class _PoolCollector(Collector):
         yield from (decisions, spills, ratio)
 
 
+class _TenantCollector(Collector):
+    """Per API key (its id, never the key; the set is bounded by the configured keys, plus ``anonymous``)."""
+
+    def __init__(self, tenants: Callable[[], Iterable[Tenant]]):
+        self.tenants = tenants
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        tenants = list(self.tenants())
+        gauges: dict[str, tuple[str, Callable[[Tenant], float]]] = {
+            "in_flight": ("Requests of the key at a worker (the worker slots it holds).", lambda t: t.in_flight),
+            "queued": ("Requests of the key waiting for a free worker slot.", lambda t: t.queued),
+            "weight": ("The key's fair-share weight (key_weights).", lambda t: t.weight),
+            "parked_connections": ("Connections of the key not read for now: its backlog is long, their next "
+                                   "requests wait in the socket buffers.", lambda t: len(t.parked)),
+        }
+        for name, (doc, get) in gauges.items():
+            g = GaugeMetricFamily(f"genrm_router_key_{name}", doc, labels=["key"])
+            for t in tenants:
+                g.add_metric([t.name], get(t))
+            yield g
+        served = CounterMetricFamily("genrm_router_key_served", "Requests of the key answered by a worker.",
+                                     labels=["key"])
+        rejected = CounterMetricFamily("genrm_router_key_rejected", "Requests of the key the router answered itself "
+                                       "with an error, by reason.", labels=["key", "reason"])
+        for t in tenants:
+            served.add_metric([t.name], t.served)
+            for reason, n in sorted(t.rejected.items()):
+                rejected.add_metric([t.name, reason], n)
+        yield from (served, rejected)
+
+
 class RouterMetrics:
-    def __init__(self, pool: WorkerPool, policies: Callable[[], dict[str, Policy]], queue_depth: Callable[[], int]):
+    def __init__(self, pool: WorkerPool, policies: Callable[[], dict[str, Policy]], queue_depth: Callable[[], int],
+                 tenants: Callable[[], Iterable[Tenant]]):
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             "genrm_router_requests", "Requests by route, status and (last) worker.", ["route", "status", "worker"],
@@ -84,6 +117,7 @@ class RouterMetrics:
         depth = Gauge("genrm_router_queue_depth", "Requests waiting for a free worker slot.", registry=r)
         depth.set_function(queue_depth)
         r.register(_PoolCollector(pool, policies))
+        r.register(_TenantCollector(tenants))
         self._children: dict[tuple[str, int, str], tuple[Counter, Histogram]] = {}
 
     def observe(self, route: str, status: int, worker: str, seconds: float) -> None:

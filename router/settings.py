@@ -6,12 +6,15 @@ bounds and description, so a new policy setting is a flag, an env var and a YAML
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, create_model, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from common.api_keys import key_id
 from common.settings_io import LIST_NOTE, ComponentSettings, split_list
+from router.fair_queue import ANONYMOUS
 from router.policies import POLICIES
 
 _LIST = LIST_NOTE
@@ -57,6 +60,19 @@ class _RouterSettings(ComponentSettings):
     max_in_flight_per_worker: int = Field(0, ge=0, description="Requests in flight per worker (0 = no cap).")
     queue_size: int = Field(1024, ge=0, description="Requests that may wait for a free worker slot.")
     queue_timeout_s: float = Field(30.0, gt=0, description="Longest wait in the queue, then 503 + Retry-After.")
+    fair_share: bool = Field(
+        True, description="When every worker slot is taken (max_in_flight_per_worker), serve the waiting requests "
+        "in weighted fair order per API key instead of in arrival order (FIFO)."
+    )
+    fair_share_hold_s: float = Field(
+        0.01, ge=0, le=1, description="Fair share: a slot freed by a key below its share, with nothing of its own "
+        "waiting, is kept this long for that key's next request (a trainer's next call) before a waiter gets it."
+    )
+    key_weights: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict, description="Fair-share weights by key id (key- + the first 8 hex digits of the "
+        "key's SHA-256, or anonymous), e.g. key-1a2b3c4d=2,anonymous=0.5; a key not named weighs 1 (env: "
+        "ID=W,... or a JSON object)."
+    )
     rate_limit_rps: float = Field(0.0, ge=0, description="Requests per second per API key (0 = unlimited).")
     rate_limit_burst: int = Field(0, ge=0, description="Token-bucket size per API key (0 = one second's worth).")
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -88,6 +104,19 @@ class _RouterSettings(ComponentSettings):
     @classmethod
     def _lists(cls, v: object) -> object:
         return split_list(v)
+
+    @field_validator("key_weights", mode="before")
+    @classmethod
+    def _weights(cls, v: object) -> object:
+        if isinstance(v, str) and not v.lstrip().startswith("{"):
+            pairs = [item.partition("=") for item in split_list(v)]  # type: ignore[union-attr]
+            bad = [f"{name}{eq}{w}" for name, eq, w in pairs if not eq]
+            if bad:
+                raise ValueError(f"expected ID=WEIGHT entries, got {', '.join(bad)}")
+            return {name.strip(): w.strip() for name, _, w in pairs}
+        if isinstance(v, str):
+            return json.loads(v)
+        return v
 
     @field_validator("workers")
     @classmethod
@@ -122,6 +151,18 @@ class _RouterSettings(ComponentSettings):
     def _tls_pair(self) -> _RouterSettings:
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
+
+    @model_validator(mode="after")
+    def _weighted_keys(self) -> _RouterSettings:
+        """Each weight names a configured key (a typo would silently weigh 1) and is in (0, 1000]."""
+        known = {ANONYMOUS, *(key_id(k) for k in (*self.api_keys, *self.admin_api_keys))}
+        for name, weight in self.key_weights.items():
+            if name not in known:
+                raise ValueError(f"key_weights names {name!r}, which is no configured key's id nor {ANONYMOUS!r}; "
+                                 f"the keys' ids are {', '.join(sorted(known - {ANONYMOUS})) or 'none (no api_keys)'}")
+            if not 0 < weight <= 1000:
+                raise ValueError(f"key_weights: the weight of {name} must be in (0, 1000], got {weight:g}")
         return self
 
 

@@ -73,6 +73,7 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.discard = False  # refused an upload: ignore the rest of it
         self.idle_since = 0.0  # when the last answer ended (the idle reaper closes long-idle connections)
+        self.parked: Any = None  # the Parking (router/parking.py) keeping it unread while its key's backlog is long
         self._reset()
 
     def _reset(self) -> None:

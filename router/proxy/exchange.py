@@ -33,6 +33,7 @@ from trainer_client.protocol import error_body
 
 if TYPE_CHECKING:
     from router.core import RouterCore
+    from router.fair_queue import Tenant
     from router.policies import Policy
     from router.proxy.downstream import ClientConnection, Request
     from router.request_info import RequestInfo
@@ -77,6 +78,7 @@ class Exchange:
         "stale_retry",
         "started",
         "status",
+        "tenant",
         "timer",
         "tried",
         "validate",
@@ -84,8 +86,9 @@ class Exchange:
     )
 
     def __init__(self, core: RouterCore, client: ClientConnection, request: Request, info: RequestInfo,
-                 policy: Policy, route: str, retry_statuses: frozenset[int]):
+                 policy: Policy, route: str, retry_statuses: frozenset[int], tenant: Tenant | None = None):
         self.core, self.client, self.request, self.info, self.policy = core, client, request, info, policy
+        self.tenant = tenant or core.queue.anonymous  # its API key's share of the queue, and its counts
         self.route, self.retry_statuses = route, retry_statuses
         self.tried: set[Worker] = set()
         self.worker: Worker | None = None
@@ -150,8 +153,8 @@ class Exchange:
             workers = core.candidates(self.info, self.tried)
         except LookupError as exc:  # model/recipe served by no worker
             return self._answer_error(404, str(exc), param="model" if self.info.model else "recipe")
-        if not workers:
-            return self._no_worker()
+        if not workers or (core.queue.held and not core.may_take(self.tenant, workers)):
+            return self._no_worker()  # (free slots all kept for other keys' next requests: wait in the queue)
         if self.preferred is not None and self.preferred in workers:
             worker, self.preferred = self.preferred, None
         else:
@@ -164,6 +167,7 @@ class Exchange:
         self.tried.add(worker)
         self.attempts += 1
         worker.in_flight += 1
+        self.tenant.in_flight += 1
         worker.requests += 1
         worker.breaker.on_attempt()
         worker.active.add(self)
@@ -284,7 +288,7 @@ class Exchange:
         # have millisecond resolution and fire up to 1 ms early, which read as a queue timeout (a 503).
         if self.deadline is not None and self.deadline <= queued_until:
             return self._answer_error(504, f"deadline of {self.deadline - self.started:g}s passed while queued")
-        self.core.metrics.rejected.labels(reason="queue_timeout").inc()
+        self.core.reject(self.tenant, "queue_timeout")
         self._answer_error(503, f"all workers busy for {self.core.settings.queue_timeout_s:g}s (queue_timeout_s)",
                            retry_after=1)
 
@@ -387,14 +391,21 @@ class Exchange:
         if core.has_busy(self.info, self.tried):  # capacity, not health: wait in the bounded queue
             if core.enqueue(self):
                 return
-            core.metrics.rejected.labels(reason="queue_full").inc()
+            core.reject(self.tenant, "queue_full")
             return self._answer_error(503, f"router queue full ({core.settings.queue_size} waiting; queue_size)",
                                       retry_after=1)
-        core.metrics.rejected.labels(reason="no_worker").inc()
+        core.reject(self.tenant, "no_worker")
         if self.tried and self.last_error:
             return self._answer_error(self.last_status, f"no worker could answer ({len(self.tried)} tried; last: "
                                                         f"{self.last_error})", retry_after=1)
         return self._answer_error(503, core.no_worker_message(self.info), retry_after=core.retry_after_s())
+
+    def push_out(self) -> None:
+        """The full queue gave this waiter's place to a request of a key holding less of it: 503 + Retry-After."""
+        self.queued_until = 0.0
+        self.core.reject(self.tenant, "queue_share")
+        self._answer_error(503, f"router queue full ({self.core.settings.queue_size} waiting; queue_size) and this "
+                                "API key holds more than its share of it", retry_after=1)
 
     def wake(self) -> None:
         """Called by the queue when a slot may have freed (no worker yet: it goes back to its place)."""
@@ -406,6 +417,7 @@ class Exchange:
         if worker is None:
             return
         worker.in_flight -= 1
+        self.tenant.in_flight -= 1  # before the wake below: the fair queue ranks keys by the slots they hold
         worker.active.discard(self)
         self.core.watched.discard(self)
         if ok:
@@ -418,7 +430,7 @@ class Exchange:
             worker.failures += 1
             if worker.breaker.on_failure():
                 self.core.on_ejected(worker)
-        self.core.wake()
+        self.core.wake(self.tenant)
 
     def _answer_error(self, status: int, message: str, param: str | None = None,
                       retry_after: int | None = None) -> None:

@@ -380,6 +380,8 @@ def test_router_command_is_valid(rendered: Rendered, monkeypatch: pytest.MonkeyP
     assert (settings.host, settings.port) == ("0.0.0.0", 9000)
     assert (settings.policy, settings.reward_policy) == (router["policy"], router["rewardPolicy"])
     assert settings.discovery_dns and not settings.workers
+    assert settings.max_in_flight_per_worker == router["maxInFlightPerWorker"]
+    assert settings.key_weights == router["keyWeights"]
     if not auth["existingSecret"]:
         assert settings.api_keys == auth["apiKeys"]
         assert settings.admin_api_keys == auth["adminApiKeys"]
@@ -667,6 +669,8 @@ BAD_VALUES = {
     "openai-needs-upstream": (_with("server.engine", "openai"), "/server/upstreamUrl"),
     "vllm-needs-model": (_with("server.model.source", "none"), "/server/model/source"),
     "api-key-with-comma": (_with("auth.apiKeys", ["a,b"]), "/auth/apiKeys/0"),
+    "key-weight-by-key": (_with("router.keyWeights", {"trainer-key-1": 2}), "trainer-key-1"),
+    "key-weight-zero": (_with("router.keyWeights", {"anonymous": 0}), "/router/keyWeights/anonymous"),
     "recipe-without-mapping": ({"recipes": [{k: v for k, v in _RECIPE.items() if k != "mapping"}]}, "/recipes/0"),
     "recipe-bad-name": ({"recipes": [{**_RECIPE, "name": "my-judge"}]}, "/recipes/0/name"),
     "recipe-unknown-field": ({"recipes": [{**_RECIPE, "temprature": 0.5}]}, "temprature"),
