@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from services.local_stack import Child
-from tests.support.dns_judges import DnsJudges, fapo_sample, wait_until
+from tests.conftest import wait_for as wait_until
+from tests.support.dns_judges import DnsJudges, fapo_sample
 
 A, B = "127.0.0.2", "127.0.0.3"
 DELAY_S = 3.0  # the servers keep serving this long after SIGTERM, /ready answering 503

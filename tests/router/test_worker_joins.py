@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from services.local_stack import Child
-from tests.support.dns_judges import DnsJudges, fapo_sample, wait_until
+from tests.conftest import wait_for as wait_until
+from tests.support.dns_judges import DnsJudges, fapo_sample
 
 A, B, C = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 

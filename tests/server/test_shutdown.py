@@ -15,7 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.local_stack import Child, free_port, spawn, wait_ready
-from tests.support.dns_judges import fapo_sample, wait_until
+from tests.conftest import wait_for as wait_until
+from tests.support.dns_judges import fapo_sample
 
 
 @pytest.fixture
