@@ -40,7 +40,7 @@ class Procs:
         self.logs, self.children = logs, []
 
     def echo(self, name: str, delay_s: float) -> Child:
-        child = start_script("echo_worker.py", log_dir=self.logs, name=f"fair-{name}")
+        child = start_script("support/echo_worker.py", log_dir=self.logs, name=f"fair-{name}")
         self.children.append(child)
         control(child, delay_s=delay_s)
         return child
