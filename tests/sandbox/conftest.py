@@ -73,18 +73,24 @@ def _status(pid: str) -> dict[str, str]:
 
 
 def _owner(pid: str) -> str | None:
-    """Who a process belongs to: "tests" when this pytest process started its sandbox itself, "server" when a
-    server process the tests started runs it (a session fixture: that server's business), None when it hangs
-    from nobody of ours (it escaped: reparented to init or a subreaper)."""
+    """Who a process belongs to: "tests" when this pytest process started its sandbox itself, "other" when a
+    server (a session fixture of ours, or anyone else's process on the machine) runs it, None when it hangs from
+    nobody: reparented to init, it escaped its sandbox."""
     me, child = os.getpid(), pid
     while True:
         parent = _status(child)["PPid"]
         if int(parent) == me:
             cmdline = (Path("/proc") / child / "cmdline").read_bytes()
-            return "tests" if b"bwrap" in cmdline.split(b"\0")[0] else "server"
+            return "tests" if b"bwrap" in cmdline.split(b"\0")[0] else "other"
         if parent in ("0", "1"):
             return None
+        if int(_status(parent)["Uid"]) not in _SANDBOX_UIDS and b"bwrap" not in (
+                Path("/proc") / parent / "cmdline").read_bytes().split(b"\0")[0]:
+            return "other"  # a live process that is no sandbox started it: its business, not an escape
         child = parent
+
+
+_SANDBOX_UIDS = range(BASE_UID, BASE_UID + 256)
 
 
 def sandbox_processes() -> list[str]:
@@ -100,7 +106,7 @@ def sandbox_processes() -> list[str]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             uid, ppid = int(status["Uid"]), int(status["PPid"])
             ours = ppid == os.getpid() and "bwrap" in cmdline
-            if (uid in uids or ours) and _owner(entry.name) != "server":
+            if (uid in uids or ours) and _owner(entry.name) != "other":
                 found.append(f"{entry.name} uid={uid} {cmdline[:120]}")
         except (OSError, KeyError, ValueError):
             continue
