@@ -9,17 +9,16 @@ metrics count it all. ``--no-fair-share`` is the FIFO it replaces (the contrast 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.api_keys import key_id
 from services.local_stack import Child
-from tests.conftest import start_router, start_script, wait_for
+from tests.conftest import wait_for
+from tests.router.conftest import Procs
 from tests.support.burst import Burst
+from tests.support.router_calls import control
 
 CHAT_PATH = "/v1/chat/completions"
 HEAVY, LIGHT = "sk-fair-heavy-3c9d1e", "sk-fair-light-77ab20"
@@ -33,37 +32,6 @@ def bearer(key: str) -> dict[str, str]:
 def body(tag: str) -> dict:
     """A chat request the echo worker records by ``tag`` (its group_id), so /seen gives the serving order."""
     return {"model": "judge", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "group_id": tag}
-
-
-class Procs:
-    def __init__(self, logs: Path):
-        self.logs, self.children = logs, []
-
-    def echo(self, name: str, delay_s: float) -> Child:
-        child = start_script("support/echo_worker.py", log_dir=self.logs, name=f"fair-{name}")
-        self.children.append(child)
-        control(child, delay_s=delay_s)
-        return child
-
-    def router(self, workers: list[Child], *flags: str) -> Child:
-        child = start_router([w.url for w in workers], self.logs, "--health-interval-s", "0.2", *flags)
-        self.children.append(child)
-        return child
-
-    def stop(self) -> None:
-        for child in reversed(self.children):
-            child.stop()
-
-
-@pytest.fixture()
-def procs(logs: Path) -> Iterator[Procs]:
-    p = Procs(logs)
-    yield p
-    p.stop()
-
-
-def control(worker: Child, **state: object) -> None:
-    assert httpx.post(worker.url + "/control", json=state, timeout=5).status_code == 200
 
 
 def served_tags(worker: Child) -> list[str]:
