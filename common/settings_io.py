@@ -62,7 +62,7 @@ class ComponentSettings(BaseSettings):
     @classmethod
     def load(cls: type[S], config_file: str | Path | None = None, **overrides: Any) -> S:
         """Validate settings from all sources; raise :class:`SettingsError` naming bad fields."""
-        section = _read_section(Path(config_file), cls.yaml_section) if config_file else None
+        section = read_section(Path(config_file), cls.yaml_section) if config_file else None
         token = _yaml_section.set(section)
         try:
             return cls(**overrides)
@@ -72,7 +72,7 @@ class ComponentSettings(BaseSettings):
             _yaml_section.reset(token)
 
 
-def _read_section(path: Path, name: str) -> dict[str, Any]:
+def read_section(path: Path, name: str) -> dict[str, Any]:
     """The ``name:`` section of a YAML settings file; a file without it means defaults."""
     if not path.is_file():
         raise SettingsError(f"config file not found: {path}")

@@ -104,30 +104,43 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from common.listen import check_port_free
+    from services.genrm_server.engines.registry import ENGINES
     from services.local_stack import LocalStack, StackError, run_forever
 
     if args.replicas < 1 and args.sandbox_replicas < 1:
         raise SettingsError("invalid setting 'replicas' (--replicas): at least 1 server (or --sandbox-replicas >= 1 "
                             f"for a code-only stack), got {args.replicas}")
-    if args.model is not None and (args.engine or "transformers") != "openai":
+    # What the children will see (flag > env > --config): read here, so a bad file or setting stops `up` in one
+    # line, and a model or port set in the file or the environment is the one used.
+    server, router = _configured(args.config, "server"), _configured(args.config, "router")
+    engine = args.engine or server.get("engine") or "transformers"
+    if engine not in ENGINES:
+        raise SettingsError(f"invalid setting 'engine': unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    model = args.model or server.get("model")
+    needs_model = "model" in ENGINES[engine].needs and args.replicas > 0
+    if needs_model and model is not None:
         from services.genrm_server.model_dir import model_dir_problem
 
-        if problem := model_dir_problem(args.model):
-            raise SettingsError(f"invalid setting 'model' (--model): {problem}")
-    if args.port:
-        check_port_free(args.host, args.port)
+        if problem := model_dir_problem(str(model)):
+            raise SettingsError(f"invalid setting 'model' (--model, GENRM_SERVER_MODEL, server.model): {problem}")
+    if "upstream_url" in ENGINES[engine].needs and not (args.upstream_url or server.get("upstream_url")):
+        raise SettingsError(f"invalid setting 'upstream_url' (--upstream-url): engine {engine!r} needs the "
+                            "upstream's base URL, e.g. http://127.0.0.1:8000/v1")
+    port = args.port if args.port is not None else int(router.get("port", 9000))
+    if port:
+        check_port_free(args.host, port)
     _setup_logging(args.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls are not news
     server_args = ["--engine", args.engine] if args.engine else []
     if args.upstream_url:
         server_args += ["--upstream-url", args.upstream_url]
     stack = LocalStack(
-        args.replicas, args.model, host=args.host, router_port=args.port, config_file=args.config,
+        args.replicas, model if needs_model else None, host=args.host, router_port=port, config_file=args.config,
         server_args=server_args, router_args=["--policy", args.policy] if args.policy else [],
         ready_timeout_s=args.ready_timeout, child_log_level="info" if args.log_level == "debug" else "warning",
-        sandbox_replicas=args.sandbox_replicas,
+        sandbox_replicas=args.sandbox_replicas, tiny_default=needs_model,
     )
-    if args.model is None and args.replicas:
+    if needs_model and model is None:
         logging.getLogger("genrm.up").warning(
             "no --model given: using the embedded tiny random-weight model; its judgments are meaningless"
         )
@@ -136,6 +149,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     except StackError as exc:
         print(f"genrm up: {exc}", file=sys.stderr)
         return 1
+
+
+def _configured(config: str | None, section: str) -> dict:
+    """A component's settings from its env vars and its --config section (flags aside), names lower-case."""
+    from common.settings_io import read_section
+
+    prefix = f"GENRM_{section.upper()}_"
+    values = read_section(Path(config), section) if config else {}
+    values.update({k[len(prefix):].lower(): v for k, v in os.environ.items() if k.startswith(prefix)})
+    return values
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -212,12 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "router; they need bubblewrap [default: 0].")
     p.add_argument("--model", default=None,
                    help="Local model directory; default: the embedded tiny random model (meaningless judgments).")
-    p.add_argument("--port", type=int, default=9000, help="Router port; 0 = a free port [default: 9000].")
+    p.add_argument("--port", type=int, default=None,
+                   help="Router port; 0 = a free port [default: router.port of --config or GENRM_ROUTER_PORT, else "
+                   "9000].")
     p.add_argument("--host", default="127.0.0.1", help="Address for all processes [default: 127.0.0.1].")
     p.add_argument("--engine", choices=list(ENGINES), default=None,
                    help=f"Server engine: {engines_help()} [default: {ServerSettings.model_fields['engine'].default}].")
     p.add_argument("--upstream-url", default=None, help="openai engine: upstream base URL.")
-    p.add_argument("--policy", default=None, help="Router policy [default: least_outstanding].")
+    p.add_argument("--policy", default=None,
+                   help="Router policy [default: router.policy of --config or GENRM_ROUTER_POLICY, else "
+                   "least_outstanding].")
     p.add_argument("--ready-timeout", type=float, default=300.0,
                    help="Seconds to wait for every process to be ready [default: 300].")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],

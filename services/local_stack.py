@@ -143,12 +143,14 @@ class LocalStack:
         child_log_level: str | None = None,
         sandbox_replicas: int = 0,
         sandbox_args: list[str] | None = None,
+        tiny_default: bool = True,
     ):
         """``child_log_level``: passed to every child as ``--log-level`` (``genrm up`` keeps them to warnings, so
         the terminal shows the router's URL, not each server's). ``sandbox_replicas``: CPU-only sandbox servers
         (``serve --engine none --recipe code``) beside the judges, behind the same router."""
         self.replicas, self.host, self.sandbox_replicas = replicas, host, sandbox_replicas
         self.sandbox_args = sandbox_args or []
+        self.tiny_default = tiny_default  # no model given: the embedded tiny one (False: the servers need none)
         self.model = str(model) if model else None
         self.router_port = router_port or free_port(host)
         self.config_file = config_file
@@ -168,14 +170,15 @@ class LocalStack:
         return [*self.servers, *([self.router] if self.router else [])]
 
     def start(self) -> str:
-        if self.model is None and self.replicas:
+        if self.model is None and self.replicas and self.tiny_default:
             self.model = str(ensure_tiny_model(default_model_dir()))
         try:
             for i in range(self.replicas):
                 port = free_port(self.host)
                 # Replicas split the CPU cores (later --torch-threads in server_args still wins).
                 threads = str(max(1, (os.cpu_count() or 1) // self.replicas))
-                args = ["serve", "--host", self.host, "--port", str(port), "--model", self.model,
+                model = ["--model", self.model] if self.model else []
+                args = ["serve", "--host", self.host, "--port", str(port), *model,
                         "--torch-threads", threads, *self.child_args, *self.server_args]
                 self.servers.append(self._spawn(f"server-{i}", f"http://{self.host}:{port}", args))
             for i in range(self.sandbox_replicas):

@@ -208,7 +208,8 @@ def test_help_has_a_description_and_no_raw_markup(command: str) -> None:
 
 def test_up_help_shows_its_defaults() -> None:
     text = " ".join(_genrm("up", "--help").stdout.split())
-    for default in ("Router port; 0 = a free port [default: 9000]", "[default: 300]", "[default: 2]"):
+    for default in ("Router port; 0 = a free port [default: router.port of --config or GENRM_ROUTER_PORT, else 9000]",
+                    "[default: 300]", "[default: 2]"):
         assert default in text
 
 
@@ -238,3 +239,30 @@ def test_up_with_sandbox_replicas_serves_code_rewards() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_up_takes_the_model_and_port_from_the_config_file(tmp_path: Path, tiny_model: Path) -> None:
+    """`genrm up --config` with server.model and router.port: the servers load that model (not the tiny default)
+    and the router listens on that port."""
+    port = free_port()
+    config = tmp_path / "genrm.yaml"
+    config.write_text(f"server:\n  model: {tiny_model}\nrouter:\n  port: {port}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--replicas", "1", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert f"http://127.0.0.1:{port} " in _wait_line(proc, "router ready: ")
+        card = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()["data"][0]
+        assert Path(card["root"]) == tiny_model
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert "embedded tiny" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_checks_the_config_and_the_engine_up_front(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server: [\n")
+    _one_line(_genrm("up", "--config", str(bad)), "YAML syntax error")
+    _one_line(_genrm("up", "--engine", "openai", "--port", str(free_port())), "'upstream_url'", "--upstream-url")
