@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import difflib
 import json
 import types
 import typing
@@ -114,7 +115,10 @@ def _describe(cls: type[ComponentSettings], exc: ValidationError) -> str:
         if cls.yaml_section:
             where += f", {cls.yaml_section}.{name} in --config"
         if err["type"] == "extra_forbidden":
-            lines.append(f"unknown setting '{name}'")
+            close = difflib.get_close_matches(name, list(cls.model_fields), n=1)
+            source = f"{cls.yaml_section}: section of the config file, or a {prefix}* variable"
+            guess = f"; did you mean '{close[0]}'?" if close else ""
+            lines.append(f"unknown setting '{name}' (in the {source}){guess}")
         else:
             lines.append(f"invalid setting '{name}' ({where}): {err['msg']} (got {err.get('input')!r})")
     return "; ".join(lines)

@@ -91,15 +91,17 @@ class RouterCore:
         """What a worker must serve to take a request on ``path`` naming ``model``/``recipe``: (model, recipe),
         None meaning "no matter". A reward without a recipe (the server's default) goes to workers with a model
         when there are any: a sandbox server's default is the code recipe, not what a judge client meant."""
+        if path == RUN_CODE:  # only sandbox servers have the route, whatever else the pool looks like
+            return None, "code"
         if self.homogeneous():
             return None, None
-        if path == RUN_CODE:
-            return None, "code"
         if path in REWARD_PATHS:
             return (ANY_MODEL if recipe is None and self._some_model else None), recipe
         return model or ANY_MODEL, None
 
     def _wanted(self, info: RequestInfo) -> tuple[str | None, str | None]:
+        if info.path == RUN_CODE:
+            return None, "code"
         if self.homogeneous():
             return None, None
         is_reward = info.path in REWARD_PATHS
@@ -120,7 +122,9 @@ class RouterCore:
             if not workers:
                 models, recipes = self.pool.served()
                 if recipe is not None:
-                    raise LookupError(f"recipe {recipe!r} is not served by any worker; served: {recipes}")
+                    hint = ("; code rewards and /run_code run on sandbox servers (genrm serve --recipe code, "
+                            "genrm up --sandbox-replicas N)") if recipe == "code" else ""
+                    raise LookupError(f"recipe {recipe!r} is not served by any worker; served: {recipes}{hint}")
                 if model is ANY_MODEL:
                     raise LookupError(f"no worker serves a model; served recipes: {recipes}")
                 raise LookupError(f"model {model!r} is not served by any worker; served: {models}")

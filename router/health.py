@@ -21,6 +21,7 @@ import aiohttp
 
 from common.load_report import HEADER, header_load, load_from_prometheus
 from router.workers import Worker, WorkerPool
+from trainer_client.transports import describe_failure
 
 log = logging.getLogger("genrm.router.health")
 
@@ -69,7 +70,7 @@ class HealthChecker:
         except asyncio.TimeoutError:  # the builtin only from 3.11 on
             ok, cause = False, "timeout"
         except (aiohttp.ClientError, ValueError) as exc:
-            ok, cause = False, repr(exc)
+            ok, cause = False, describe_failure(exc, worker.url)
         first = worker not in self._seen
         self._seen.add(worker)
         if ok:

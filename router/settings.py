@@ -7,7 +7,7 @@ bounds and description, so a new policy setting is a flag, an env var and a YAML
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -97,7 +97,8 @@ class _RouterSettings(ComponentSettings):
         "program a sandbox server then refuses naming its field, fits).")
     ssl_certfile: str | None = Field(None, description="Serve HTTPS with this PEM certificate chain.")
     ssl_keyfile: str | None = Field(None, description="Private key of ssl_certfile.")
-    log_level: str = Field("info", description="Log verbosity (debug, info, warning, error); info logs access lines.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log verbosity; info logs access lines.")
 
     @field_validator("workers", "api_keys", "admin_api_keys", "discovery_nameservers", "discovery_dns",
                      mode="before")

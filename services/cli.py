@@ -13,7 +13,12 @@ import os
 import sys
 from pathlib import Path
 
-from common.settings_io import SettingsError, add_settings_arguments, overrides_from_args
+try:
+    from common.settings_io import SettingsError, add_settings_arguments, overrides_from_args
+except ModuleNotFoundError as _missing:  # the client-only install (pip install genrm-platform): `genrm score` only
+    _MISSING: ModuleNotFoundError | None = _missing
+else:
+    _MISSING = None
 
 EPILOG = """examples:
   genrm up --replicas 2                       # tiny model, 2 servers + router on loopback
@@ -56,6 +61,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from services.genrm_server.shutdown import GracefulServer
 
     app = create_app(settings)
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if settings.ssl_certfile else "http"
+    app.state.url = f"{scheme}://{host}:{port}"  # logged once the engine is ready (port 0: the one chosen)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=settings.log_level == "debug",
                             timeout_graceful_shutdown=settings.shutdown_timeout_s,
@@ -175,9 +183,21 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
+    from services.local_stack import StackError
 
+    if args.replicas < 1:
+        raise SettingsError(f"invalid setting 'replicas' (--replicas): at least 1 server, got {args.replicas}")
+    if args.model is not None:
+        from services.genrm_server.model_dir import model_dir_problem
+
+        if problem := model_dir_problem(args.model):
+            raise SettingsError(f"invalid setting 'model' (--model): {problem}")
     _setup_logging("warning")
-    return run_demo(replicas=args.replicas, model=args.model, judge_max_tokens=args.judge_max_tokens)
+    try:
+        return run_demo(replicas=args.replicas, model=args.model, judge_max_tokens=args.judge_max_tokens)
+    except StackError as exc:
+        print(f"genrm demo: {exc}", file=sys.stderr)
+        return 1
 
 
 def _version() -> str:
@@ -277,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "score 16 FAPO samples (4 prompts x 4 responses) through the router, print each score, and "
                        "stop everything. On the embedded tiny model the judge's verdicts are random noise; pass "
                        "--model DIR with a real FAPO GenRM for real judgments.")
-    p.add_argument("--replicas", type=int, default=2, help="GenRM servers [default: 2].")
+    p.add_argument("--replicas", type=_whole_number, default=2, help="GenRM servers [default: 2].")
     p.add_argument("--model", default=None, help="Local model directory [default: the tiny model].")
     p.add_argument("--judge-max-tokens", type=int, default=48,
                    help="Tokens per judge answer [default: 48; real FAPO judges use 16384].")
@@ -286,6 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if _MISSING is not None:
+        if argv[:1] == ["score"]:
+            from trainer_client import score_cli
+
+            return score_cli.main(argv[1:])
+        print(f"genrm: this install has the trainer client only ({_MISSING.name} is missing): `genrm score` works; "
+              "for the server, the router and the rest: pip install 'genrm-platform[all]'", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -22,7 +22,7 @@ import httpx
 
 log = logging.getLogger("genrm.up")
 
-READY_LINE = "router ready: {url} ({servers} servers{sandboxes}; started in {seconds:.1f}s)"
+READY_LINE = "router ready: {url} ({servers}{sandboxes}; started in {seconds:.1f}s)"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -93,7 +93,7 @@ class StackError(RuntimeError):
 
 
 def spawn(name: str, url: str, args: list[str], *, config_file: str | Path | None = None,
-          log_dir: Path | None = None) -> Child:
+          log_dir: Path | None = None, env: dict[str, str] | None = None) -> Child:
     """Start ``python -m services.cli ARGS`` as a child that dies with this process."""
     cmd = [sys.executable, "-m", "services.cli", *args]
     if config_file:
@@ -105,7 +105,7 @@ def spawn(name: str, url: str, args: list[str], *, config_file: str | Path | Non
         log_file = open(log_path, "wb")  # noqa: SIM115 - closed by Child.stop
     # Own session: a terminal's Ctrl-C reaches only the parent, which then stops children in order.
     process = subprocess.Popen(
-        cmd, stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
+        cmd, stdout=log_file, stderr=subprocess.STDOUT if log_file else None, env=env,
         start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     log.debug("started %s (pid %d): %s", name, process.pid, url)
@@ -200,7 +200,9 @@ class LocalStack:
         return self.url
 
     def _spawn(self, name: str, url: str, args: list[str]) -> Child:
-        return spawn(name, url, args, config_file=self.config_file, log_dir=self.log_dir)
+        quiet = self.child_args[1:] in (["warning"], ["error"])  # no model-loading progress bars either
+        env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"} if quiet else None
+        return spawn(name, url, args, config_file=self.config_file, log_dir=self.log_dir, env=env)
 
     def dead_child(self) -> Child | None:
         return next((c for c in self.children if c.process.poll() is not None), None)
@@ -251,7 +253,8 @@ def run_forever(stack: LocalStack) -> int:
             return _status(exc.signum)
         stopping["starting"] = False
         sandboxes = f" + {stack.sandbox_replicas} sandbox" if stack.sandbox_replicas else ""
-        print(READY_LINE.format(url=stack.url, servers=stack.replicas, sandboxes=sandboxes,
+        servers = f"{stack.replicas} server{'' if stack.replicas == 1 else 's'}"
+        print(READY_LINE.format(url=stack.url, servers=servers, sandboxes=sandboxes,
                                 seconds=time.monotonic() - t0), flush=True)
         while not stopping["signal"]:
             dead = stack.dead_child()

@@ -43,8 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout-s", type=float, default=600.0,
                    help="Deadline of one request, retries included [default: 600].")
     p.add_argument("--on-failure", choices=ON_FAILURE, default="error",
-                   help="The reward of a row that failed (it always gets its error and counts as failed): "
-                   "error: null; rule_only: the local math rule, flagged; none: null [default: error].")
+                   help="The reward of a row that failed (the row always gets its error and counts as failed): "
+                   "error: null; rule_only: the local math rule, flagged; none: the same as error [default: "
+                   "error].")
     p.add_argument("--no-progress", action="store_true",
                    help="No progress bar (there is one only when stderr is a terminal).")
 
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, progress=False if args.no_progress else None) as client:
             results = iter(client.score_batch([{k: v for k, v in s.items() if k in _FIELDS} for s in samples]))
     except ValueError as exc:  # no URL, a bad URL or option
-        print(f"genrm score: {exc}", file=sys.stderr)
+        message = str(exc).replace("pass base_url=... or set GENRM_URL", "pass --url or set GENRM_URL")
+        print(f"genrm score: {message.replace('base_url', '--url')}", file=sys.stderr)
         return 2
     failures: Counter[str] = Counter()
     unreadable = 0
@@ -112,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
     failed = sum(failures.values())
-    summary = f"genrm score: {len(rows) - failed} samples scored, {failed} failed (of {len(rows)} rows)"
+    scored = len(rows) - failed
+    summary = (f"genrm score: {scored} sample{'' if scored == 1 else 's'} scored, {failed} failed "
+               f"(of {len(rows)} row{'' if len(rows) == 1 else 's'})")
     if failures:
         summary += "; by error: " + "; ".join(f"{n} × {kind}" for kind, n in failures.most_common(10))
     print(summary, file=sys.stderr)

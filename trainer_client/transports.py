@@ -37,10 +37,10 @@ class Retryable(Exception):
 
     @classmethod
     def of(cls, exc: BaseException, url: str) -> Retryable:
-        return cls(_why(exc, url))
+        return cls(describe_failure(exc, url))
 
 
-def _why(exc: BaseException, url: str) -> str:
+def describe_failure(exc: BaseException, url: str) -> str:
     """One line a person understands, from an exception of either library (the OSError beneath, if any)."""
     cause: BaseException | None = exc
     while cause is not None:

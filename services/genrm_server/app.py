@@ -50,8 +50,9 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
         # The model, torch and transformers are a million long-lived objects: keep every full collection
         # (triggered by request garbage, e.g. a batch's thousands of samples) from walking them again.
         gc.freeze()
-        if engine.serves_model:
-            log.info("serving model '%s' with the %s engine", engine.model_name, settings.engine)
+        what = (f"model '{engine.model_name}' with the {settings.engine} engine" if engine.serves_model
+                else "no model (a sandbox server)")
+        log.info("serving %s%s", what, f" on {app.state.url}" if getattr(app.state, "url", None) else "")
         try:
             yield
         finally:

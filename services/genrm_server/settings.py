@@ -34,9 +34,11 @@ class ServerSettings(ComponentSettings):
         description="transformers engine: CPU threads for torch ops (0 = torch's default, all cores). Replicas "
         "sharing a machine must split the cores (`genrm up` does): oversubscribed OpenMP pools stall.",
     )
-    max_batch_size: int = Field(32, ge=1, le=4096, description="Dynamic batching: sequences per batch at most.")
+    max_batch_size: int = Field(
+        32, ge=1, le=4096, description="Continuous batching: sequences running at once at most.")
     max_wait_ms: float = Field(
-        5.0, ge=0, le=10_000, description="Dynamic batching: how long to gather requests before a batch starts."
+        5.0, ge=0, le=10_000,
+        description="Continuous batching: how long a new request may wait for others to be prefilled with it.",
     )
     max_model_len: int | None = Field(
         None, ge=16, description="Context length (prompt + output); default: the model's own."
@@ -75,7 +77,8 @@ class ServerSettings(ComponentSettings):
     )
     recipe: str = Field("math", description="Default recipe of the reward API (GET /v1/recipes lists them).")
     math_mode: Literal["boxed", "answer", "answer_or_boxed", "math_verify"] = Field(
-        "boxed", description="math recipe: answer extraction (specs/math-rule.md), or symbolic math_verify."
+        "boxed", description="math recipe: answer extraction (../shared/specs/math-rule.md beside the repository), "
+        "or symbolic math_verify."
     )
     math_verify_timeout_s: float = Field(5.0, gt=0, le=600, description="math_verify mode: time limit per sample.")
     reward_cache_size: int = Field(
@@ -133,6 +136,13 @@ class ServerSettings(ComponentSettings):
     ssl_certfile: str | None = Field(None, description="Serve HTTPS with this PEM certificate chain.")
     ssl_keyfile: str | None = Field(None, description="Private key of ssl_certfile.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _upstream(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, e.g. http://127.0.0.1:8000/v1: {v!r}")
+        return v.rstrip("/") if v else v
 
     @field_validator("api_keys", mode="before")
     @classmethod

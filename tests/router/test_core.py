@@ -158,3 +158,19 @@ def test_model_whose_only_worker_is_down_is_not_sent_elsewhere(echo3, disrm_work
     assert len(seen(judge)) == before, "a disrm request was sent to the judge-only worker"
     # Served, only not now: a 503 the client retries, not a 404.
     assert resp.status_code == 503 and rew.status_code == 503 and resp.headers["retry-after"]
+
+
+def test_run_code_without_a_sandbox_server_is_a_404_that_says_where_code_runs(echo3, router):
+    """/run_code and recipe=code go only to sandbox servers; a pool of judges alone says how to add one."""
+    import httpx
+
+    from tests.conftest import wait_for
+
+    r = router([e.url for e in echo3])
+    wait_for(lambda: all(w["recipes"] for w in httpx.get(r.url + "/workers", timeout=5).json()["workers"]),
+             "the workers' recipes to be learnt")
+    answer = httpx.post(r.url + "/run_code", json={"code": "print(1)", "language": "python"}, timeout=10)
+    assert answer.status_code == 404
+    assert "genrm serve --recipe code" in answer.json()["error"]["message"]
+    assert all(not any(s["path"] == "/run_code" for s in httpx.get(e.url + "/seen", timeout=5).json())
+               for e in echo3)

@@ -126,7 +126,7 @@ def test_up_with_a_server_only_config_uses_router_defaults(tmp_path: Path, tiny_
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = _wait_line(proc, "router ready: ")
-        assert f"http://127.0.0.1:{port} (1 servers; started in " in line
+        assert f"http://127.0.0.1:{port} (1 server; started in " in line
         assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10).status_code == 200
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
@@ -266,3 +266,51 @@ def test_up_checks_the_config_and_the_engine_up_front(tmp_path: Path) -> None:
     bad.write_text("server: [\n")
     _one_line(_genrm("up", "--config", str(bad)), "YAML syntax error")
     _one_line(_genrm("up", "--engine", "openai", "--port", str(free_port())), "'upstream_url'", "--upstream-url")
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["route", "--workers", "http://127.0.0.1:1", "--log-level", "verbose"], ["'log_level'", "'debug'"]),
+    (["demo", "--replicas", "0"], ["'replicas'", "at least 1"]),
+    (["demo", "--model", "/nonexistent"], ["'model'", "no such directory"]),
+    (["serve", "--engine", "openai", "--upstream-url", "localhost:8000"], ["'upstream_url'", "http://"]),
+])
+def test_more_mistakes_are_one_line(args: list[str], words: list[str]) -> None:
+    _one_line(_genrm(*args), *words)
+
+
+def test_a_typo_in_the_config_is_named_with_a_guess(tmp_path: Path, tiny_model: Path) -> None:
+    config = tmp_path / "genrm.yaml"
+    config.write_text("server:\n  modle: /x\n")
+    _one_line(_genrm("serve", "--config", str(config)), "unknown setting 'modle'", "server: section",
+              "did you mean 'model'?")
+
+
+def test_serve_says_where_it_listens() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--recipe", "math", "--engine", "none",
+                             "--code-sandbox", "off", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if "serving no model" in line:
+                url = line.rsplit(" on ", 1)[1].strip()
+                assert httpx.get(url + "/health", timeout=5).status_code == 200
+                break
+        else:
+            raise AssertionError("genrm serve never said where it listens")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_the_client_only_install_says_what_it_can_do(tmp_path: Path) -> None:
+    """`pip install genrm-platform` (the trainer client, no YAML library): `genrm score` works, the rest says
+    which extra to install instead of a traceback."""
+    (tmp_path / "yaml.py").write_text("raise ModuleNotFoundError(\"No module named 'yaml'\", name='yaml')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    _one_line(_genrm("serve", "--help", env=env), "trainer client only", "genrm-platform[all]")
+    scored = subprocess.run([sys.executable, "-m", "services.cli", "score", "-", "--url", "http://127.0.0.1:1",
+                             "--timeout-s", "1"], input='{"solution": "x"}\n', capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert scored.returncode == 1 and "cannot connect to http://127.0.0.1:1" in scored.stderr

@@ -29,7 +29,8 @@ class UnknownRecipe(RecipeInputError):
     """A recipe this server does not serve: 404 naming ``recipe``."""
 
     def __init__(self, name: str, served: list[str]):
-        super().__init__(f"unknown recipe '{name}'; this server serves: {', '.join(served)}", "recipe")
+        hint = " (code rewards run on sandbox servers: genrm serve --recipe code)" if name == "code" else ""
+        super().__init__(f"unknown recipe '{name}'; this server serves: {', '.join(served)}{hint}", "recipe")
 
 
 @dataclass
