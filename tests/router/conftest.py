@@ -25,8 +25,9 @@ class Procs:
         self.logs = logs
         self.children: list[Child] = []
 
-    def echo(self, name: str, models: str = "judge", delay_s: float = 0.0) -> Child:
-        child = start_script("support/echo_worker.py", "--models", models, log_dir=self.logs, name=f"ops-{name}")
+    def echo(self, name: str, models: str = "judge", delay_s: float = 0.0, recipes: str = "math,fapo") -> Child:
+        child = start_script("support/echo_worker.py", "--models", models, "--recipes", recipes, log_dir=self.logs,
+                             name=f"ops-{name}")
         self.children.append(child)
         if delay_s:
             control(child, delay_s=delay_s)
