@@ -50,6 +50,8 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script on a machine without an install
+
 from services.genrm_server.recipes.templates import FAPO_PROMPT, fill
 from services.local_stack import Child, free_port, spawn, wait_ready
 from trainer_client import AsyncRewardClient
@@ -199,10 +201,41 @@ async def direct(upstreams: list[str], samples: list[dict[str, Any]], concurrenc
 
 # -- runs -----------------------------------------------------------------------------------------
 
+RUN_TIMEOUT_S = 600.0  # one run; a later run must not hang a short-lived shell (set by --run-timeout-s)
+HEARTBEAT_S = 30.0
+
+
+async def watched(go, upstreams: list[str]) -> tuple[list[float], int]:
+    """Run ``go()``; while it runs, print every replica's running / waiting / finished requests every 30 s, so a
+    run that hangs shows where (nothing reached vLLM, or vLLM holds requests it never finishes); give up after
+    RUN_TIMEOUT_S."""
+    task = asyncio.ensure_future(go())
+    t0 = time.perf_counter()
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_S)
+        if done:
+            return task.result()
+        state = await asyncio.gather(*(asyncio.to_thread(scrape, u) for u in upstreams))
+        waited = time.perf_counter() - t0
+        print(f"    ... {waited:.0f} s: per replica running / waiting / finished " + "  ".join(
+            f"{d.get('vllm:num_requests_running', 0):.0f}/{d.get('vllm:num_requests_waiting', 0):.0f}/"
+            f"{d.get('vllm:request_success', 0):.0f}" for d in state), flush=True)
+        if waited > RUN_TIMEOUT_S:
+            task.cancel()
+            raise TimeoutError(f"a run took over {RUN_TIMEOUT_S:.0f} s (--run-timeout-s)")
+
+
+def log_tails(log_dir: Path, lines: int = 15) -> None:
+    """The end of every server's log under ``log_dir``: what a failed or hung run needs to be understood."""
+    for log in sorted(log_dir.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"--- {log} (last {len(tail)} lines)\n" + "\n".join(tail), flush=True)
+
+
 def measure(label: str, upstreams: list[str], go) -> dict[str, Any]:
     before = [scrape(u) for u in upstreams]
     t0 = time.perf_counter()
-    latencies, failed = asyncio.run(go())
+    latencies, failed = asyncio.run(watched(go, upstreams))
     wall = time.perf_counter() - t0
     after = [scrape(u) for u in upstreams]
     delta = [{k: a.get(k, 0.0) - b.get(k, 0.0) for k in a} for a, b in zip(after, before, strict=True)]
@@ -242,7 +275,7 @@ def bench_shapes(args: argparse.Namespace, upstreams: list[str], log_dir: Path) 
             print(f"{shape}: {args.groups} groups x {GROUP}, {args.concurrency} in flight, "
                   f"{len(upstreams)} vLLM replicas", flush=True)
             warm = make_batch(shape, 4, seed := seed + 1)
-            asyncio.run(direct(upstreams, warm, args.concurrency, judge_tokens))  # CUDA graphs, allocator
+            asyncio.run(watched(lambda w=warm, j=judge_tokens: direct(upstreams, w, args.concurrency, j), upstreams))
             rows = []
             for _ in range(args.repeats):
                 batch = make_batch(shape, args.groups, seed := seed + 1)
@@ -335,6 +368,7 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    global RUN_TIMEOUT_S
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", choices=["policies", "inproc"], default="policies")
     p.add_argument("--model-dir", type=Path, default=Path("/tmp/genrm-gpu-bench/qwen3-4b-random"))
@@ -349,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--routers", type=int, default=1,
                    help="router replicas per policy; each call goes to one at random [default: 1]")
     p.add_argument("--start-timeout-s", type=float, default=400)
+    p.add_argument("--run-timeout-s", type=float, default=RUN_TIMEOUT_S,
+                   help="give up on a run (and print the servers' logs) after this long [default: 600]")
     p.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     p.add_argument("--policies", nargs="+", choices=POLICIES, default=POLICIES)
     p.add_argument("--groups", type=int, default=16, help="GRPO groups of 8 per run [default: 16]")
@@ -382,8 +418,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     for u in upstreams:
         wait_upstream(u["url"], None, None, args.start_timeout_s)
+    RUN_TIMEOUT_S = args.run_timeout_s
     try:
         results = bench_shapes(args, [u["url"] for u in upstreams], args.log_dir)
+    except BaseException:
+        log_tails(args.log_dir)
+        raise
     finally:
         if not args.keep:
             stop_upstreams(upstreams)

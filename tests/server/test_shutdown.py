@@ -38,10 +38,11 @@ def start(judge: Child, logs: Path) -> Iterator:
 
 
 def _status(server: Child, path: str) -> int | None:
-    """The status of GET ``path``, or None when nothing listens any more."""
+    """The status of GET ``path``, or None when nothing listens any more (refused, or reset by a listener that
+    closed while the probe connected)."""
     try:
         return httpx.get(server.url + path, timeout=2).status_code
-    except httpx.ConnectError:
+    except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
         return None
 
 
