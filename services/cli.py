@@ -134,6 +134,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if "upstream_url" in ENGINES[engine].needs and not (args.upstream_url or server.get("upstream_url")):
         raise SettingsError(f"invalid setting 'upstream_url' (--upstream-url): engine {engine!r} needs the "
                             "upstream's base URL, e.g. http://127.0.0.1:8000/v1")
+    if args.recipe is not None:
+        _check_recipe(args.recipe, server.get("recipes_file"))
     port = args.port if args.port is not None else int(router.get("port", 9000))
     if port:
         check_port_free(args.host, port)
@@ -142,6 +144,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     server_args = ["--engine", args.engine] if args.engine else []
     if args.upstream_url:
         server_args += ["--upstream-url", args.upstream_url]
+    if args.recipe:
+        server_args += ["--recipe", args.recipe]
     stack = LocalStack(
         args.replicas, model if needs_model else None, host=args.host, router_port=port, config_file=args.config,
         server_args=server_args, router_args=["--policy", args.policy] if args.policy else [],
@@ -157,6 +161,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     except StackError as exc:
         print(f"genrm up: {exc}", file=sys.stderr)
         return 1
+
+
+def _check_recipe(recipe: str, recipes_file: str | None) -> None:
+    from services.genrm_server.recipes import RECIPES
+    from services.genrm_server.recipes.custom import load_custom_recipes
+
+    if recipe == "code":
+        raise SettingsError("invalid setting 'recipe' (--recipe): code rewards run on sandbox servers; start them "
+                            "with --sandbox-replicas N (the router sends recipe=code there)")
+    try:
+        custom = [r.name for r in load_custom_recipes(recipes_file)] if recipes_file else []
+    except ValueError as exc:
+        raise SettingsError(f"invalid setting 'recipes_file': {exc}") from None
+    names = [n for n in RECIPES if n != "code"] + custom
+    if recipe not in names:
+        raise SettingsError(f"invalid setting 'recipe' (--recipe): unknown recipe {recipe!r}; choose one of "
+                            f"{', '.join(names)}")
 
 
 def _configured(config: str | None, section: str) -> dict:
@@ -262,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=list(ENGINES), default=None,
                    help=f"Server engine: {engines_help()} [default: {ServerSettings.model_fields['engine'].default}].")
     p.add_argument("--upstream-url", default=None, help="openai engine: upstream base URL.")
+    p.add_argument("--recipe", default=None,
+                   help="The judge servers' default recipe (a reward that names none) [default: server.recipe of "
+                   "--config or GENRM_SERVER_RECIPE, else math]; code rewards need --sandbox-replicas.")
     p.add_argument("--policy", default=None,
                    help="Router policy [default: router.policy of --config or GENRM_ROUTER_POLICY, else "
                    "least_outstanding].")

@@ -5,6 +5,7 @@ Nothing is downloaded from a model hub: ``--model`` must be a directory as ``sav
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -26,4 +27,12 @@ def model_dir_problem(model: str) -> str | None:
         return f"{model}: no weights (*.safetensors or *.bin) in the model directory"
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         return f"{model}: no tokenizer files ({', '.join(_TOKENIZER_FILES[:2])}) in the model directory"
+    if _sentencepiece_only(path) and importlib.util.find_spec("sentencepiece") is None:
+        return f"{model}: its only tokenizer is tokenizer.model (SentencePiece), which needs the sentencepiece " \
+               "package: pip install sentencepiece, or save the tokenizer with tokenizer.json"
     return None
+
+
+def _sentencepiece_only(path: Path) -> bool:
+    """A tokenizer saved without tokenizer.json: transformers must build it from the SentencePiece model."""
+    return (path / "tokenizer.model").is_file() and not (path / "tokenizer.json").is_file()

@@ -7,6 +7,7 @@ section means defaults for the other; Ctrl-C exits 130; `genrm up` prints the ro
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -78,6 +79,15 @@ def test_a_model_directory_without_a_tokenizer_is_one_line(tmp_path: Path, tiny_
         (tmp_path / name).write_bytes((tiny_model / name).read_bytes())
     result = _genrm("serve", "--model", str(tmp_path), "--port", str(free_port()))
     _one_line(result, "'model'", "no tokenizer files")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentencepiece") is not None, reason="sentencepiece is installed here")
+def test_a_sentencepiece_only_tokenizer_without_sentencepiece_is_one_line(tmp_path: Path, tiny_model: Path) -> None:
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tiny_model / name).read_bytes())
+    (tmp_path / "tokenizer.model").write_bytes(b"\x0a\x05hello")  # loading it would need sentencepiece
+    result = _genrm("serve", "--model", str(tmp_path), "--port", str(free_port()))
+    _one_line(result, "'model'", "tokenizer.model", "pip install sentencepiece")
 
 
 @pytest.mark.parametrize("command", ["serve", "route"])
@@ -259,6 +269,31 @@ def test_up_takes_the_model_and_port_from_the_config_file(tmp_path: Path, tiny_m
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_up_sets_the_judge_servers_default_recipe(tiny_model: Path) -> None:
+    """`genrm up --recipe fapo`: a reward that names no recipe is judged by FAPO (asks the judge), not math."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--replicas", "1", "--model",
+                             str(tiny_model), "--recipe", "fapo", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_line(proc, "router ready: ")
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/recipes", timeout=10).json()["default"] == "fapo"
+        sample = {"question": "1+1?", "solution": "so \\boxed{2}", "ground_truth": "2"}
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/reward", json=sample, timeout=120).json()
+        assert answer["judge_asked"] is True, answer  # math would not ask a judge
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize(("recipe", "words"), [("fapoo", ["unknown recipe 'fapoo'", "fapo"]),
+                                               ("code", ["--sandbox-replicas"])])
+def test_up_checks_its_recipe_up_front(recipe: str, words: list[str]) -> None:
+    _one_line(_genrm("up", "--recipe", recipe, "--port", str(free_port())), "'recipe'", "--recipe", *words)
 
 
 def test_up_checks_the_config_and_the_engine_up_front(tmp_path: Path) -> None:
