@@ -20,6 +20,9 @@ IN_FLIGHT_AVG = "genrm_requests_in_flight_avg"  # the same, averaged over time b
 LATENCY_AVG = "genrm_request_seconds_avg"  # how long its requests take (to their answer's start), averaged alike
 RUNNING, WAITING = "num_requests_running", "num_requests_waiting"  # vLLM's names: sequences in the engine
 AVERAGE_S = 2.0  # time constant of the averages
+# A server idle this long reports its latency as 0 (unknown): the average of requests long gone says nothing of
+# now, and a fresh router replica would otherwise shun an idle server for an old slow answer.
+LATENCY_STALE_S = 5 * AVERAGE_S
 _PREFIX = "named_metrics."
 _GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 _NOW_TEXT = f"{_PREFIX}{IN_FLIGHT}=".encode()

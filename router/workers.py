@@ -81,7 +81,9 @@ class Worker:
 
         Until the reports show whether other replicas use the worker, assume they do: placing as they would costs
         a replica alone a little balance, while placing alone among others splits groups."""
-        if latency and latency != self.latency_reported:  # news: every replica marks a straggler alike from it
+        # News: every replica marks a straggler alike from it. 0 is the worker saying it has no current figure
+        # (idle a while): this replica's own view of it counts again.
+        if latency is not None and latency != self.latency_reported:
             self.latency_reported, self.latency_at = latency, now
         if not self.load_at:
             self.shared = True

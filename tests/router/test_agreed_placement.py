@@ -104,6 +104,23 @@ def test_a_straggler_is_marked_alike_on_every_replica_from_its_reports() -> None
     assert workers[3].url not in placed[0].values()
 
 
+def test_a_worker_that_reports_no_current_latency_is_no_longer_a_straggler() -> None:
+    """A server idle for a while reports its latency as 0 (unknown): an old slow answer must not keep it marked on a
+    replica that has never timed it itself (a fresh one, say)."""
+    workers = replica_view([0.0, 0.0])
+    pool = WorkerPool()
+    pool.by_url = {w.url: w for w in workers}
+    for w, reported_s in zip(workers, (0.05, 4.0), strict=True):
+        w.ready = True
+        w.learn_load(0, 0.0, reported_s, now=100.0)
+    pool.update_slowness(now=100.0)
+    assert workers[1].slowness > 100  # 80× the median: marked
+    for w in workers:
+        w.learn_load(0, 0.0, 0.0, now=112.0)  # both idle past LATENCY_STALE_S
+    pool.update_slowness(now=112.0)
+    assert [w.slowness for w in workers] == [1.0, 1.0]
+
+
 def test_a_placed_key_follows_its_worker_while_it_keeps_new_keys() -> None:
     workers = replica_view([100.0] * 4)
     policy = Affinity(AffinityConfig(group_cap=2))

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from common.load_report import HEADER, LATENCY_AVG, LATENCY_STALE_S, parse_report
 from tests.conftest import start_router, wait_for
 from tests.support.metrics_text import metric, scrape
 from tests.support.router_calls import answered_by, chat, control, port_of, seen, workers_of
@@ -58,13 +59,19 @@ def test_default_policy_decisions_are_counted(procs):
 
 
 async def test_requests_spread_over_both_servers(stack, logs):
-    """Overlapping requests reach both servers, through a router of its own: the stack's shared router may
-    carry a straggler mark from an earlier test's long generation, and then rightly sends less to that server."""
+    """Overlapping requests reach both servers, through a router of its own. A server that served an earlier test's
+    long generation in the last seconds reports that latency, and against the other's short answers here it
+    is rightly a straggler: first wait until neither reports a latency (idle for LATENCY_STALE_S)."""
     def chats() -> list[float]:
         text = [httpx.get(s.url + "/metrics", timeout=10).text for s in stack.servers]
         pattern = r'genrm_server_requests_total\{route="/v1/chat/completions",status="200"\} (\S+)'
         return [float(m.group(1)) if (m := re.search(pattern, t)) else 0.0 for t in text]
 
+    def latencies() -> list[float]:
+        return [parse_report(httpx.get(s.url + "/ready", timeout=10).headers[HEADER])[LATENCY_AVG]
+                for s in stack.servers]
+
+    wait_for(lambda: latencies() == [0, 0], "both servers to report no latency", timeout_s=LATENCY_STALE_S + 15)
     router = start_router([s.url for s in stack.servers], logs)
     try:
         before = chats()
