@@ -23,7 +23,17 @@ import httptools
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo's common package
-from common.load_report import TimeAverage
+from common.load_report import (
+    HEADER,
+    IN_FLIGHT,
+    IN_FLIGHT_AVG,
+    LATENCY_AVG,
+    RUNNING,
+    WAITING,
+    TimeAverage,
+    current_latency,
+    format_report,
+)
 
 _CHAT = json.dumps({
     "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": "mock",
@@ -59,10 +69,9 @@ def _load_header(stats: dict[str, int], slots: int, started: float | None = None
     if started is not None:
         _LATENCY.add(now - started, now)
     running = min(busy, slots) if slots else busy
-    return (b"\r\nendpoint-load-metrics: TEXT named_metrics.genrm_requests_in_flight=%d, "
-            b"named_metrics.genrm_requests_in_flight_avg=%.2f, named_metrics.genrm_request_seconds_avg=%.4f, "
-            b"named_metrics.num_requests_running=%d, named_metrics.num_requests_waiting=%d"
-            % (busy, _AVERAGE.add(busy, now), _LATENCY.value, running, busy - running))
+    return b"\r\n" + HEADER.encode() + b": " + format_report({
+        IN_FLIGHT: busy, IN_FLIGHT_AVG: round(_AVERAGE.add(busy, now), 2),
+        LATENCY_AVG: round(current_latency(_LATENCY, busy, now), 4), RUNNING: running, WAITING: busy - running})
 
 
 class _Worker(asyncio.Protocol):

@@ -81,7 +81,7 @@ def main() -> int:
         rows.append(f"| {n} x {args.workers} | {rate:,.0f} ({min(rates):,.0f}-{max(rates):,.0f}) | {rate / base:.2f}x "
                     f"| {p50:.1f} | {p99:.1f} | {errors} |")
     print(f"\n/run_code through the router, {args.concurrency} in flight, {args.seconds:g} s x {args.repeats}")
-    print("| sandbox replicas x workers | requests/s (range) | vs 1 | p50 ms | p99 ms | errors |")
+    print(f"| sandbox replicas x workers | requests/s (range) | vs {args.replicas[0]} | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     return 0

@@ -48,6 +48,12 @@ class TimeAverage:
         return self.value
 
 
+def current_latency(latency: TimeAverage, busy: int, now: float) -> float:
+    """The average seconds a request takes, or 0 (unknown) when idle for LATENCY_STALE_S since the last answer."""
+    recent = latency.at is not None and now - latency.at < LATENCY_STALE_S
+    return latency.value if busy or recent else 0.0
+
+
 def format_report(named_metrics: dict[str, float]) -> bytes:
     """The header value of a report in the TEXT form."""
     return ("TEXT " + ", ".join(f"{_PREFIX}{name}={value:g}" for name, value in named_metrics.items())).encode()

@@ -8,7 +8,6 @@ keys configured every route but ``/health`` and ``/ready`` needs one; ``/admin``
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 from typing import Any
@@ -153,7 +152,7 @@ class RouterApp:
             return self.admin.handle(client, request, role)
         tenant = self.core.queue.tenant(key)
         if self.limiter.enabled:
-            wait = self.limiter.take(self._identity(client, request))
+            wait = self.limiter.take(key or self._peer(client))
             if wait:
                 self.core.reject(tenant, "rate_limit")
                 return client.send_json(429, error_body(429, f"rate limit of {self.settings.rate_limit_rps:g} "
@@ -212,10 +211,10 @@ class RouterApp:
                 merged.setdefault(info["name"], info)
         return {"default": live[0].recipe_default if live else None, "recipes": list(merged.values())}
 
-    def _identity(self, client: ClientConnection, request: Request) -> str:
-        auth = request.header(b"authorization") if self.keys.enabled else None  # verified keys only
-        if auth:  # a digest: the bucket table never holds a key
-            return hashlib.blake2b(auth.encode(), digest_size=12).hexdigest()
+    @staticmethod
+    def _peer(client: ClientConnection) -> str:
+        """Whom a request without a key is counted against: its address (a verified key is counted by its id,
+        however the header spells it)."""
         peer = client.transport.get_extra_info("peername") if client.transport else None
         return str(peer[0]) if peer else "?"
 

@@ -54,7 +54,8 @@ class RouterCore:
         self._capacity, self._capacity_version = 0, -1
         # Parking a long backlog's connections protects other keys; with one class (no keys) it would only turn
         # the queue's 503s (queue_size, queue_timeout_s) into waits in the socket buffers.
-        self._parking = settings.fair_share and len(self.queue.tenants) > 1
+        # Not over TLS: its layer may hold read bytes that the parked connections' epoll set cannot see.
+        self._parking = settings.fair_share and len(self.queue.tenants) > 1 and not settings.ssl_certfile
         self.watched: set[Exchange] = set()  # attempts out, checked by the sweeper
         self._sweeper: asyncio.Task | None = None
         self.metrics = RouterMetrics(self.pool, lambda: self.policies, lambda: len(self.queue),
@@ -100,9 +101,7 @@ class RouterCore:
         return model or ANY_MODEL, None
 
     def _wanted(self, info: RequestInfo) -> tuple[str | None, str | None]:
-        if info.path == RUN_CODE:
-            return None, "code"
-        if self.homogeneous():
+        if info.path != RUN_CODE and self.homogeneous():
             return None, None
         is_reward = info.path in REWARD_PATHS
         return self.wanted(info.path, None if is_reward else info.model, info.recipe if is_reward else None)
@@ -245,16 +244,16 @@ class RouterCore:
         """Read this idle keep-alive connection's next request later, when the key's backlog has shrunk: a burst
         of thousands then waits in the socket buffers and costs the router a read per request served, not one
         long stall that every other key's answers wait behind."""
-        if (isinstance(client, ClientConnection) and not client.closed and client.active is None
-                and client.transport.get_extra_info("sslcontext") is None):  # TLS may hold read bytes epoll misses
+        if isinstance(client, ClientConnection) and not client.closed and client.active is None:
             tenant.parked.park(client)
 
-    def _unpark(self, tenant: Tenant, count: int = 1) -> None:
+    def _unpark(self, tenant: Tenant, count: int | None = 1) -> None:
         """One of the key's waiters left the queue: read up to ``count`` more of its parked connections that have
-        a request waiting (the sweeper reads up to the read-ahead every tick, for a burst that comes while none
-        of the key's requests wait: nothing else would read it)."""
+        a request waiting, and never past the read-ahead (the sweeper, ``count=None``, reads up to it every tick,
+        for a burst that comes while none of the key's requests wait: nothing else would read it)."""
         if tenant.parked:
-            tenant.parked.resume_ready(min(count, self._read_ahead() - tenant.queued))
+            room = self._read_ahead() - tenant.queued
+            tenant.parked.resume_ready(room if count is None else min(count, room))
 
     def forget_parked(self, client: ClientConnection) -> None:
         """A parked connection closed."""
@@ -284,8 +283,7 @@ class RouterCore:
             now = self.loop.time()
             self.pool.update_slowness(now)
             for tenant in self.queue.tenants.values():
-                if tenant.parked:
-                    self._unpark(tenant, self._read_ahead() - tenant.queued)
+                self._unpark(tenant, count=None)
             for exchange in list(self.watched):
                 try:
                     exchange.check(now)
@@ -303,7 +301,7 @@ class RouterCore:
     def record(self, exchange: Exchange, status: int) -> None:
         if exchange.forwarding:  # a worker's answer went out (a 499 or the router's own error did not)
             exchange.tenant.served += 1
-        if exchange.tenant.queued and self._parking and exchange.tenant.queued >= self._read_ahead() // 2:
+        if self._parking and exchange.tenant.queued >= self._read_ahead() // 2:
             self._park(exchange.tenant, exchange.client)  # half: while it hovers at the read-ahead, all park
         path = exchange.request.path
         route = path if path in ROUTES else "other"

@@ -81,6 +81,8 @@ class Worker:
 
         Until the reports show whether other replicas use the worker, assume they do: placing as they would costs
         a replica alone a little balance, while placing alone among others splits groups."""
+        if now_load is None and average is None and latency is None:  # e.g. vLLM's own header: its queue only
+            return
         # News: every replica marks a straggler alike from it. 0 is the worker saying it has no current figure
         # (idle a while): this replica's own view of it counts again.
         if latency is not None and latency != self.latency_reported:
@@ -107,6 +109,7 @@ class Worker:
     def forget_load(self) -> None:
         """The worker stopped reporting: nothing is known of its load any more."""
         self.load = self.others = self.load_at = self.latency_reported = 0.0
+        self.shared = False  # until a report says otherwise: a replica alone keeps its exact bound
         self._load_avg, self._others_avg = TimeAverage(), TimeAverage()
 
     def observe_latency(self, seconds: float, now: float, alpha: float = 0.2) -> None:

@@ -47,12 +47,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from common.listen import bind_listener
     from services.genrm_server.engines.registry import ENGINES
-    from services.genrm_server.model_dir import model_dir_problem
     from services.genrm_server.settings import ServerSettings
 
     settings = ServerSettings.load(args.config, **overrides_from_args(args, ServerSettings))
-    if "model" in ENGINES[settings.engine].needs and (problem := model_dir_problem(settings.model or "")):
-        raise SettingsError(f"invalid setting 'model' (--model, GENRM_SERVER_MODEL): {problem}")
+    if "model" in ENGINES[settings.engine].needs:
+        _check_model(settings.model or "", "--model, GENRM_SERVER_MODEL")
     if settings.sandbox_isolation != "off":
         _check_sandbox(settings)
     sock = bind_listener(settings.host, settings.port, env="GENRM_SERVER_PORT")  # before the model loads
@@ -127,16 +126,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     model = args.model or server.get("model")
     needs_model = "model" in ENGINES[engine].needs and args.replicas > 0
     if needs_model and model is not None:
-        from services.genrm_server.model_dir import model_dir_problem
-
-        if problem := model_dir_problem(str(model)):
-            raise SettingsError(f"invalid setting 'model' (--model, GENRM_SERVER_MODEL, server.model): {problem}")
+        _check_model(str(model), "--model, GENRM_SERVER_MODEL, server.model")
     if "upstream_url" in ENGINES[engine].needs and not (args.upstream_url or server.get("upstream_url")):
         raise SettingsError(f"invalid setting 'upstream_url' (--upstream-url): engine {engine!r} needs the "
                             "upstream's base URL, e.g. http://127.0.0.1:8000/v1")
     if args.recipe is not None:
         _check_recipe(args.recipe, server.get("recipes_file"))
-    port = args.port if args.port is not None else int(router.get("port", 9000))
+    try:
+        port = args.port if args.port is not None else int(router.get("port", 9000))
+    except ValueError:
+        raise SettingsError(f"invalid setting 'port' (GENRM_ROUTER_PORT, router.port): not a port number: "
+                            f"{router['port']!r}") from None
     if port:
         check_port_free(args.host, port)
     _setup_logging(args.log_level)
@@ -163,18 +163,24 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
 
+def _check_model(model: str, where: str) -> None:
+    """A model directory that will not load is one line naming the setting, before anything starts."""
+    from services.genrm_server.model_dir import model_dir_problem
+
+    if problem := model_dir_problem(model):
+        raise SettingsError(f"invalid setting 'model' ({where}): {problem}")
+
+
 def _check_recipe(recipe: str, recipes_file: str | None) -> None:
-    from services.genrm_server.recipes import RECIPES
-    from services.genrm_server.recipes.custom import load_custom_recipes
+    from services.genrm_server.settings import recipe_names
 
     if recipe == "code":
         raise SettingsError("invalid setting 'recipe' (--recipe): code rewards run on sandbox servers; start them "
                             "with --sandbox-replicas N (the router sends recipe=code there)")
     try:
-        custom = [r.name for r in load_custom_recipes(recipes_file)] if recipes_file else []
+        names = [n for n in recipe_names(recipes_file) if n != "code"]
     except ValueError as exc:
         raise SettingsError(f"invalid setting 'recipes_file': {exc}") from None
-    names = [n for n in RECIPES if n != "code"] + custom
     if recipe not in names:
         raise SettingsError(f"invalid setting 'recipe' (--recipe): unknown recipe {recipe!r}; choose one of "
                             f"{', '.join(names)}")
@@ -209,10 +215,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.replicas < 1:
         raise SettingsError(f"invalid setting 'replicas' (--replicas): at least 1 server, got {args.replicas}")
     if args.model is not None:
-        from services.genrm_server.model_dir import model_dir_problem
-
-        if problem := model_dir_problem(args.model):
-            raise SettingsError(f"invalid setting 'model' (--model): {problem}")
+        _check_model(args.model, "--model")
     _setup_logging("warning")
     try:
         return run_demo(replicas=args.replicas, model=args.model, judge_max_tokens=args.judge_max_tokens)

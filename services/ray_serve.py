@@ -273,7 +273,7 @@ class GenRMIngress:
         headers = [h for h in scope["headers"] if h[0] != b"content-length"]
         call = (method, path, query, [*headers, (b"content-length", str(len(body)).encode())], body)
 
-        info = RequestInfo(path, body, headers, self.prefix_chars)
+        info = RequestInfo(path, body, headers, self.prefix_chars, query=query.decode("latin-1"))  # ?recipe=
         if method == "GET" and path == "/v1/recipes" and self.sandbox is not None:
             return await self._recipes(call)
         key: str | None = None
@@ -325,7 +325,7 @@ class GenRMIngress:
     async def _recipes(self, call: tuple) -> Response:
         """Both deployments' recipes, the judge servers' default first (a sandbox server's default is code)."""
         try:
-            (status, out, data, replica), (_, _, code_data, _) = await asyncio.gather(
+            (status, out, data, replica), (code_status, _, code_data, _) = await asyncio.gather(
                 self.server.handle.remote(*call), self.sandbox.handle.remote(*call))
         except Exception as exc:
             return _error(502, f"GenRM server replica failed: {type(exc).__name__}: {exc}")
@@ -333,7 +333,8 @@ class GenRMIngress:
             return _response(status, out, data, replica)
         merged = json.loads(data)
         names = {r["name"] for r in merged["recipes"]}
-        merged["recipes"] += [r for r in json.loads(code_data).get("recipes", []) if r["name"] not in names]
+        if code_status == 200:  # else the judges' list alone: a sandbox error body is no recipe list
+            merged["recipes"] += [r for r in json.loads(code_data).get("recipes", []) if r["name"] not in names]
         return _response(200, [(b"content-type", b"application/json")], json.dumps(merged).encode(), replica)
 
     async def _fan_out(self, call: tuple, samples: list[Any], groups: dict[tuple[bool, str], list[int]],

@@ -12,10 +12,10 @@ from common.load_report import (
     IN_FLIGHT,
     IN_FLIGHT_AVG,
     LATENCY_AVG,
-    LATENCY_STALE_S,
     RUNNING,
     WAITING,
     TimeAverage,
+    current_latency,
     format_report,
 )
 from trainer_client.protocol import error_body
@@ -146,7 +146,7 @@ class LoadReport:
                     self.latency.add(now - start, now)
                 report = format_report({IN_FLIGHT: self.in_flight,
                                         IN_FLIGHT_AVG: round(self.average.add(self.in_flight, now), 2),
-                                        LATENCY_AVG: round(self._current_latency(now), 4),
+                                        LATENCY_AVG: round(current_latency(self.latency, self.in_flight, now), 4),
                                         RUNNING: engine.num_running, WAITING: engine.num_waiting})
                 message = {**message, "headers": [*message.get("headers", ()), (self.header, report)]}
             await send(message)
@@ -156,11 +156,6 @@ class LoadReport:
         finally:
             if counted:
                 self._count(-1)
-
-    def _current_latency(self, now: float) -> float:
-        """The average seconds a request takes, or 0 (unknown) when idle for LATENCY_STALE_S since the last one."""
-        recent = self.latency.at is not None and now - self.latency.at < LATENCY_STALE_S
-        return self.latency.value if self.in_flight or recent else 0.0
 
     def _count(self, delta: int) -> None:
         self.average.add(self.in_flight, time.monotonic())  # the count that held until now

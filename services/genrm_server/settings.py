@@ -161,11 +161,7 @@ class ServerSettings(ComponentSettings):
     @field_validator("recipe")
     @classmethod
     def _known_recipe(cls, v: str, info: ValidationInfo) -> str:
-        from services.genrm_server.recipes import RECIPES
-        from services.genrm_server.recipes.custom import load_custom_recipes
-
-        path = info.data.get("recipes_file")  # validated before `recipe` (declared above it)
-        names = [*RECIPES, *(r.name for r in load_custom_recipes(path))] if path else list(RECIPES)
+        names = recipe_names(info.data.get("recipes_file"))  # validated before `recipe` (declared above it)
         if v not in names:
             raise ValueError(f"unknown recipe {v!r}; choose one of {', '.join(names)}")
         return v
@@ -200,3 +196,11 @@ class ServerSettings(ComponentSettings):
             if not getattr(self, name):
                 raise ValueError(f"engine '{self.engine}' needs `{name}` ({what})")
         return self
+
+
+def recipe_names(recipes_file: str | None) -> list[str]:
+    """The built-in recipes and those of ``recipes_file`` (a bad file is a ValueError naming what is wrong)."""
+    from services.genrm_server.recipes import RECIPES
+    from services.genrm_server.recipes.custom import load_custom_recipes
+
+    return [*RECIPES, *(r.name for r in load_custom_recipes(recipes_file))] if recipes_file else list(RECIPES)

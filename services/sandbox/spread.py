@@ -47,7 +47,11 @@ class SpreadSession:
     async def _new(self, wait: bool = True) -> tuple[Any, RawRun | None]:
         session = self.owner.sandbox.open("python", self.code, self.limits, wait=wait)
         self.sessions.append(session)
-        return session, await session.prepare()
+        try:
+            return session, await session.prepare()
+        except SandboxBusy:  # it took no worker: nothing to close, and it must not count against max_width
+            self.sessions.remove(session)
+            raise
 
     async def prepare(self) -> RawRun | None:
         session, failed = await self._new()

@@ -103,6 +103,11 @@ def test_run_code_and_code_rewards_reach_the_sandbox_replica(code_app):
         assert wrong["score"] == 0.0 and wrong["tests_passed"] == 0, wrong
         math = client.post("/v1/reward", json=_math_sample("g2", "2"))
         assert _replica(math) == judge and math.json()["score"] == 1.0
+        # OpenRLHF's route names the recipe in the query string
+        prompt = "<|im_start|>user\nAdd two numbers.<|im_end|>\n<|im_start|>assistant\n"
+        openrlhf = client.post("/get_reward?recipe=code", json={
+            "query": [prompt + ADD + "<|im_end|>"], "prompts": [prompt], "labels": [TESTS]})
+        assert _replica(openrlhf) == sandbox and openrlhf.json()["rewards"] == [1.0], openrlhf.json()
 
 
 def test_a_mixed_batch_is_split_by_recipe_and_gathered_in_order(code_app):

@@ -121,6 +121,22 @@ def test_a_worker_that_reports_no_current_latency_is_no_longer_a_straggler() -> 
     assert [w.slowness for w in workers] == [1.0, 1.0]
 
 
+def test_a_report_that_says_nothing_of_the_load_is_not_news() -> None:
+    """vLLM's own header carries its queue only: it must not keep the worker's load fresh (the router then reads
+    the worker's gauges instead) nor mark it shared."""
+    worker = Worker("http://worker-0:8000")
+    worker.learn_load(None, None, None, now=100.0)
+    assert worker.load_at == 0.0 and worker.shared is False
+
+
+def test_a_worker_that_stops_reporting_is_no_longer_taken_as_shared() -> None:
+    worker = Worker("http://worker-0:8000")
+    worker.learn_load(12.0, 12.0, 0.05, now=100.0)
+    assert worker.shared is True
+    worker.forget_load()
+    assert worker.shared is False and worker.load == 0.0  # a replica alone: its own exact bound again
+
+
 def test_a_placed_key_follows_its_worker_while_it_keeps_new_keys() -> None:
     workers = replica_view([100.0] * 4)
     policy = Affinity(AffinityConfig(group_cap=2))

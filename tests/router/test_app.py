@@ -10,6 +10,7 @@ from services.local_stack import free_port
 from tests.support.router_calls import (
     ADMIN,
     ADMIN_KEY,
+    ANY_MODEL_CHAT,
     CHAT_PATH,
     CLIENT_KEY,
     bearer,
@@ -18,8 +19,6 @@ from tests.support.router_calls import (
     port_of,
     seen,
 )
-
-CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
 def test_auth_roles_and_keys_never_reach_workers_or_logs(procs):
@@ -75,7 +74,7 @@ def test_router_with_no_reachable_worker_is_not_ready(logs):
     router = start_router_unready([f"http://127.0.0.1:{free_port()}"], logs)
     try:
         assert httpx.get(router.url + "/ready", timeout=5).status_code == 503
-        resp = httpx.post(router.url + "/v1/chat/completions", json=CHAT, timeout=10)
+        resp = httpx.post(router.url + "/v1/chat/completions", json=ANY_MODEL_CHAT, timeout=10)
         assert resp.status_code == 503 and "retry-after" in resp.headers
     finally:
         router.stop()

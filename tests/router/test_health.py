@@ -14,6 +14,7 @@ import httpx
 from tests.conftest import start_router, start_server, wait_for
 from tests.support.metrics_text import metric
 from tests.support.router_calls import (
+    ANY_MODEL_CHAT,
     answered_by,
     chat,
     control,
@@ -22,8 +23,6 @@ from tests.support.router_calls import (
     seen,
     workers_of,
 )
-
-CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
 def test_hung_worker_hands_its_request_over(echo3, router):
@@ -69,7 +68,7 @@ def test_worker_readmitted_after_it_comes_back(tiny_model, logs):
         while httpx.get(router.url + "/ready", timeout=5).status_code != 503:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        resp = httpx.post(router.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        resp = httpx.post(router.url + "/v1/chat/completions", json=ANY_MODEL_CHAT, timeout=30)
         assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
         assert "no worker" in resp.json()["error"]["message"]
         port = int(server.url.rsplit(":", 1)[1])
@@ -79,7 +78,7 @@ def test_worker_readmitted_after_it_comes_back(tiny_model, logs):
             while httpx.get(router.url + "/ready", timeout=5).status_code != 200:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-            assert httpx.post(router.url + "/v1/chat/completions", json=CHAT, timeout=30).status_code == 200
+            assert httpx.post(router.url + "/v1/chat/completions", json=ANY_MODEL_CHAT, timeout=30).status_code == 200
         finally:
             again.stop()
     finally:

@@ -212,10 +212,12 @@ def test_a_vllm_worker_is_read_from_its_gauges(logs: Path) -> None:
         with ThreadPoolExecutor(20) as ex:
             calls = [ex.submit(httpx.post, workers[0].url + "/v1/chat/completions", json={"sleep_s": 3}, timeout=30)
                      for _ in range(20)]
-            wait_for(lambda: worker_state(router)[workers[0].url]["reported_load"] >= 5,
+            # The snapshot first (none of them went through the router), then the average it moves toward.
+            wait_for(lambda: worker_state(router)[workers[0].url]["others_in_flight"] == 20,
                      "the router to read the vLLM gauges", timeout_s=10)
+            wait_for(lambda: worker_state(router)[workers[0].url]["reported_load"] >= 5,
+                     "the averaged load to follow", timeout_s=10)
             state = worker_state(router)
-            assert state[workers[0].url]["others_in_flight"] == 20  # none of them went through the router
             assert state[workers[1].url]["reported_load"] == 0
             for call in calls:
                 call.result()

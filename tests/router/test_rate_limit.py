@@ -54,3 +54,12 @@ def test_rate_limit_cannot_be_evaded_with_made_up_authorization_headers(procs):
     router = procs.router([worker], "--rate-limit-rps", "1", "--rate-limit-burst", "1")
     statuses = [chat(router, headers=bearer(f"made-up-{i}")).status_code for i in range(4)]
     assert statuses.count(429) >= 3, statuses
+
+
+def test_rate_limit_cannot_be_evaded_by_spelling_the_same_key_differently(procs):
+    """The router accepts ``Bearer k``, ``bearer k`` and ``Bearer  k`` as one key: they share its bucket."""
+    worker = procs.echo("rate-spelling")
+    router = procs.router([worker], "--api-keys", CLIENT_KEY, "--rate-limit-rps", "1", "--rate-limit-burst", "1")
+    spellings = [f"Bearer {CLIENT_KEY}", f"bearer {CLIENT_KEY}", f"Bearer  {CLIENT_KEY}", f"BEARER {CLIENT_KEY}"]
+    statuses = [chat(router, headers={"Authorization": a}).status_code for a in spellings]
+    assert statuses[0] == 200 and statuses[1:].count(429) >= 2, statuses

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from services.sandbox import Limits, Sandbox
+import pytest
+
+from services.sandbox import Limits, Sandbox, SandboxBusy
 from services.sandbox.spread import Spread
 from tests.sandbox.conftest import needs_bwrap
 
@@ -66,3 +68,18 @@ async def test_two_samples_spreading_at_once_never_deadlock(make_sandbox) -> Non
         walls = await asyncio.wait_for(asyncio.gather(_four_naps(spread, 0.2), _four_naps(spread, 0.2)), 30)
         assert all(width <= 2 for _, width in walls)
     assert sandbox.stats.sessions == 0 and sandbox.stats.queued == 0
+
+
+async def test_a_sandbox_that_found_no_free_worker_does_not_count_against_the_width(make_sandbox) -> None:
+    sandbox: Sandbox = make_sandbox(workers=2)
+    await sandbox.check()
+    busy = sandbox.open("python", NAP, Limits(wall_s=10))
+    session = Spread(sandbox).open("python", NAP, Limits(wall_s=10))
+    try:
+        assert await busy.prepare() is None and await session.prepare() is None  # both workers taken
+        with pytest.raises(SandboxBusy):
+            await session._new(wait=False)  # what _acquire tries when a worker looked spare a moment ago
+        assert len(session.sessions) == 1
+    finally:
+        await session.aclose()
+        await busy.aclose()

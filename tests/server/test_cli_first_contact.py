@@ -296,6 +296,11 @@ def test_up_checks_its_recipe_up_front(recipe: str, words: list[str]) -> None:
     _one_line(_genrm("up", "--recipe", recipe, "--port", str(free_port())), "'recipe'", "--recipe", *words)
 
 
+def test_up_checks_a_router_port_from_the_environment() -> None:
+    result = _genrm("up", env={**os.environ, "GENRM_ROUTER_PORT": "abc"})
+    _one_line(result, "'port'", "GENRM_ROUTER_PORT", "'abc'")
+
+
 def test_up_checks_the_config_and_the_engine_up_front(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("server: [\n")

@@ -14,6 +14,7 @@ from services.local_stack import Child
 
 CHAT_PATH = "/v1/chat/completions"
 CHAT = {"model": "judge", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+ANY_MODEL_CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}  # names no model: any worker
 # Distinctive keys: a check that a log holds none of them must not match anything by accident.
 CLIENT_KEY = "sk-test-client-7f3a9c2e"
 OTHER_CLIENT_KEY = "sk-test-client-other-41d0"

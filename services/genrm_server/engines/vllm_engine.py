@@ -143,10 +143,11 @@ class VLLMEngine(Engine):
 
 def scheduler_gauge(name: str, registry: Any = None) -> int | None:
     """A vLLM scheduler gauge (``vllm:num_requests_running`` / ``_waiting``) summed over its engines, from the
-    registry vLLM's stat logger fills; None until vLLM has recorded one."""
+    registry vLLM's stat logger fills; None until vLLM has recorded one. Read on every answer (its load report):
+    only that family's collector is collected, not the whole registry."""
     if registry is None:
         from prometheus_client import REGISTRY as registry
-    for family in registry.collect():
+    for family in registry.restricted_registry([name]).collect():
         if family.name == name:
             return int(sum(sample.value for sample in family.samples))
     return None

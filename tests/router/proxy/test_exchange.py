@@ -26,6 +26,7 @@ from tests.support.metrics_text import metric
 from tests.support.router_calls import (
     ADMIN,
     ADMIN_KEY,
+    ANY_MODEL_CHAT,
     CHAT_PATH,
     CLIENT_KEY,
     WORKER_KEY,
@@ -40,8 +41,6 @@ from tests.support.router_calls import (
     workers_of,
 )
 
-CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-
 
 def test_dead_worker_fails_over_without_client_errors(two_servers, logs):
     # Health probes far apart: the router learns of the death only from the failed connection.
@@ -49,7 +48,7 @@ def test_dead_worker_fails_over_without_client_errors(two_servers, logs):
     try:
         os.kill(two_servers[0].process.pid, signal.SIGKILL)
         two_servers[0].process.wait()
-        statuses = [httpx.post(router.url + "/v1/chat/completions", json=CHAT, timeout=30).status_code
+        statuses = [httpx.post(router.url + "/v1/chat/completions", json=ANY_MODEL_CHAT, timeout=30).status_code
                     for _ in range(10)]
         assert statuses == [200] * 10
         workers = workers_of(router.url)
@@ -65,7 +64,7 @@ def test_dead_worker_fails_over_without_client_errors(two_servers, logs):
 def test_worker_dropping_requests_fails_over(bad_worker, server, logs):
     router = start_router([bad_worker.url, server.url], logs, "--health-interval-s", "60")
     try:
-        statuses = [httpx.post(router.url + "/v1/chat/completions", json=CHAT, timeout=30).status_code
+        statuses = [httpx.post(router.url + "/v1/chat/completions", json=ANY_MODEL_CHAT, timeout=30).status_code
                     for _ in range(6)]
         assert statuses == [200] * 6
         workers = workers_of(router.url)
@@ -80,7 +79,7 @@ def test_silent_worker_gives_a_json_504_not_a_hang(bad_worker, logs):
     router = start_router([bad_worker.url], logs, "--request-timeout-s", "1")
     try:
         t0 = time.monotonic()
-        resp = httpx.post(router.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        resp = httpx.post(router.url + "/v1/chat/completions", json=ANY_MODEL_CHAT, timeout=30)
         assert resp.status_code == 504 and time.monotonic() - t0 < 5
         assert "request_timeout_s" in resp.json()["error"]["message"]
         assert workers_of(router.url)[bad_worker.url]["in_flight"] == 0
